@@ -1,0 +1,247 @@
+//! Problems found in user input, each pinned to a file, line and column, with a hint.
+//!
+//! Validation never stops at the first problem: every check pushes onto a [`Diagnostics`]
+//! list, and the caller reports them all at once (exit status 2).
+
+use std::fmt;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+/// One file's text, kept so that byte offsets can be turned into lines and columns.
+#[derive(Debug, Clone)]
+pub struct Source {
+    /// The path as the user named it (shown in messages).
+    pub path: PathBuf,
+    /// The file's whole text.
+    pub text: String,
+}
+
+impl Source {
+    /// Wraps a file's text.
+    pub fn new(path: impl Into<PathBuf>, text: impl Into<String>) -> Self {
+        Source {
+            path: path.into(),
+            text: text.into(),
+        }
+    }
+
+    /// Turns a byte offset into a 1-based (line, column), counting columns in characters.
+    pub fn line_col(&self, offset: usize) -> (usize, usize) {
+        let offset = offset.min(self.text.len());
+        let before = &self.text[..floor_char_boundary(&self.text, offset)];
+        let line = before.matches('\n').count() + 1;
+        let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+        let column = before[line_start..].chars().count() + 1;
+        (line, column)
+    }
+
+    /// The text of a 1-based line, without its newline.
+    pub fn line_text(&self, line: usize) -> &str {
+        self.text.lines().nth(line.saturating_sub(1)).unwrap_or("")
+    }
+
+    /// The span of the first occurrence of `needle` in the text, if any.
+    pub fn find(&self, needle: &str) -> Option<Range<usize>> {
+        self.text
+            .find(needle)
+            .map(|start| start..start + needle.len())
+    }
+}
+
+fn floor_char_boundary(text: &str, mut offset: usize) -> usize {
+    while !text.is_char_boundary(offset) {
+        offset -= 1;
+    }
+    offset
+}
+
+/// Where a problem is: a file and, when known, the line and column in it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Location {
+    /// The file.
+    pub path: PathBuf,
+    /// 1-based line and column, when the problem has a place in the file.
+    pub position: Option<(usize, usize)>,
+    /// The offending line's text, shown under the message.
+    pub snippet: Option<String>,
+}
+
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.path.display())?;
+        if let Some((line, column)) = self.position {
+            write!(f, ":{line}:{column}")?;
+        }
+        Ok(())
+    }
+}
+
+/// One problem with the input.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Diagnostic {
+    /// Where it is.
+    pub location: Location,
+    /// What is wrong.
+    pub message: String,
+    /// What to do about it.
+    pub hint: Option<String>,
+}
+
+impl fmt::Display for Diagnostic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: error: {}", self.location, self.message)?;
+        if let (Some(snippet), Some((line, column))) =
+            (&self.location.snippet, self.location.position)
+        {
+            let gutter = line.to_string().len();
+            write!(f, "\n {line} | {snippet}")?;
+            write!(f, "\n {:gutter$} | {:>column$}", "", "^")?;
+        }
+        if let Some(hint) = &self.hint {
+            write!(f, "\n  = hint: {hint}")?;
+        }
+        Ok(())
+    }
+}
+
+/// A list of problems, gathered across a whole validation pass.
+#[derive(Debug, Default)]
+pub struct Diagnostics {
+    items: Vec<Diagnostic>,
+}
+
+impl Diagnostics {
+    /// An empty list.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Records a problem at a span of a source file.
+    pub fn at(
+        &mut self,
+        source: &Source,
+        span: Option<Range<usize>>,
+        message: impl Into<String>,
+        hint: impl Into<Option<String>>,
+    ) {
+        let (position, snippet) = match span {
+            Some(span) => {
+                let (line, column) = source.line_col(span.start);
+                (
+                    Some((line, column)),
+                    Some(source.line_text(line).to_string()),
+                )
+            }
+            None => (None, None),
+        };
+        self.items.push(Diagnostic {
+            location: Location {
+                path: source.path.clone(),
+                position,
+                snippet,
+            },
+            message: message.into(),
+            hint: hint.into(),
+        });
+    }
+
+    /// Records a problem with a file as a whole.
+    pub fn in_file(
+        &mut self,
+        path: &Path,
+        message: impl Into<String>,
+        hint: impl Into<Option<String>>,
+    ) {
+        self.items.push(Diagnostic {
+            location: Location {
+                path: path.to_path_buf(),
+                position: None,
+                snippet: None,
+            },
+            message: message.into(),
+            hint: hint.into(),
+        });
+    }
+
+    /// Whether nothing was found.
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    /// Moves another list's problems into this one.
+    pub fn extend(&mut self, other: Diagnostics) {
+        self.items.extend(other.items);
+    }
+
+    /// The problems found so far.
+    pub fn items(&self) -> &[Diagnostic] {
+        &self.items
+    }
+
+    /// `Ok(value)` when nothing was found, otherwise every problem as one error.
+    pub fn into_result<T>(self, value: T) -> Result<T, InvalidInput> {
+        if self.items.is_empty() {
+            Ok(value)
+        } else {
+            Err(InvalidInput(self.items))
+        }
+    }
+}
+
+/// The error for input that failed validation: every problem found, in file order.
+///
+/// Binaries map it to exit status 2, the status for "your input is wrong".
+#[derive(Debug, thiserror::Error)]
+pub struct InvalidInput(pub Vec<Diagnostic>);
+
+impl fmt::Display for InvalidInput {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for diagnostic in &self.0 {
+            writeln!(f, "{diagnostic}")?;
+        }
+        let count = self.0.len();
+        write!(
+            f,
+            "{count} problem{} found; nothing was built",
+            if count == 1 { "" } else { "s" }
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn offsets_become_lines_and_columns() {
+        let source = Source::new("m.toml", "a = 1\nbé = 2\n");
+        assert_eq!(source.line_col(0), (1, 1));
+        assert_eq!(source.line_col(6), (2, 1));
+        // 'é' is two bytes but one column.
+        assert_eq!(source.line_col(9), (2, 4));
+        assert_eq!(source.line_text(2), "bé = 2");
+    }
+
+    #[test]
+    fn a_diagnostic_shows_place_snippet_and_hint() {
+        let source = Source::new("m.toml", "x = 1\nrole = \"dbx\"\n");
+        let mut diagnostics = Diagnostics::new();
+        diagnostics.at(
+            &source,
+            source.find("\"dbx\""),
+            "unknown role \"dbx\"",
+            Some("use one of: db".to_string()),
+        );
+        let text = diagnostics.into_result(()).unwrap_err().to_string();
+        assert!(
+            text.starts_with("m.toml:2:8: error: unknown role \"dbx\""),
+            "{text}"
+        );
+        assert!(text.contains(" 2 | role = \"dbx\""), "{text}");
+        assert!(text.contains("= hint: use one of: db"), "{text}");
+        assert!(
+            text.ends_with("1 problem found; nothing was built"),
+            "{text}"
+        );
+    }
+}

@@ -1,0 +1,11 @@
+//! r2a-appliance: builds bootable Debian 13 appliance images, one per role of a Ring2All
+//! PBX cluster, from one cluster manifest; `r2a-node` inside each image joins its node to
+//! the cluster at first boot.
+
+pub mod diag;
+pub mod exec;
+pub mod hash;
+pub mod interrupt;
+pub mod manifest;
+pub mod role;
+pub mod tomldoc;

@@ -1,0 +1,228 @@
+//! The cluster manifest: the validated model every stage reads.
+//!
+//! `Cluster::load` reads a manifest file, checks it against the role definitions and
+//! returns either a `Cluster` or every problem found, each with file, line and a hint.
+
+mod raw;
+mod resolve;
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use ipnet::Ipv4Net;
+use serde::Serialize;
+
+use crate::diag::Source;
+use crate::role::RoleSet;
+
+/// The Debian release every image is built from.
+pub const SUITE: &str = "trixie";
+/// The default Debian mirror.
+pub const DEFAULT_MIRROR: &str = "http://deb.debian.org/debian";
+/// Debian 13's release day, the default clamp for file times when nothing else is set.
+pub const DEFAULT_SOURCE_DATE_EPOCH: i64 = 1_754_697_600;
+
+/// A whole cluster, as one manifest declares it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Cluster {
+    /// Short name; also the folder under `out/`.
+    pub name: String,
+    /// DNS domain of the nodes.
+    pub domain: String,
+    /// Where packages come from.
+    pub debian: Debian,
+    /// The cluster network.
+    pub network: Network,
+    /// Every node, in manifest order.
+    pub nodes: Vec<Node>,
+    /// Public keys allowed to log in as root.
+    pub ssh_authorized_keys: Vec<String>,
+    /// Where vendor packages (not in Debian) come from.
+    pub vendor: Vendor,
+    /// Build settings.
+    pub build: BuildSettings,
+    /// The manifest file itself.
+    pub manifest: ManifestFile,
+}
+
+/// The manifest file a cluster was read from.
+#[derive(Debug, Clone, Serialize)]
+pub struct ManifestFile {
+    /// Its path.
+    pub path: PathBuf,
+    /// The sha256 of its bytes.
+    pub sha256: String,
+}
+
+/// Debian archive settings.
+#[derive(Debug, Clone, Serialize)]
+pub struct Debian {
+    /// Always `trixie`.
+    pub suite: String,
+    /// Mirror URL.
+    pub mirror: String,
+    /// Debian architecture name.
+    pub architecture: String,
+    /// Archive components.
+    pub components: Vec<String>,
+}
+
+/// The cluster network.
+#[derive(Debug, Clone, Serialize)]
+pub struct Network {
+    /// The network, e.g. `192.168.10.0/24`.
+    pub cidr: Ipv4Net,
+    /// Prefix length of `cidr`, for templates.
+    pub prefix_len: u8,
+    /// Default gateway.
+    pub gateway: Ipv4Addr,
+    /// DNS resolvers.
+    pub dns: Vec<IpAddr>,
+    /// NTP servers for chrony; Debian's pool when empty.
+    pub ntp: Vec<String>,
+}
+
+/// One server.
+#[derive(Debug, Clone, Serialize)]
+pub struct Node {
+    /// Host name (RFC 1123 label).
+    pub name: String,
+    /// Role name, one of `roles/*.toml`.
+    pub role: String,
+    /// Address in the cluster network.
+    pub address: Ipv4Addr,
+    /// MAC address, lower case, when known.
+    pub mac: Option<String>,
+    /// Virtual CPUs.
+    pub vcpus: Option<u32>,
+    /// Memory in bytes.
+    pub memory: Option<u64>,
+    /// System disk size in bytes.
+    pub disk: Option<u64>,
+    /// Device of the dedicated data disk, e.g. `/dev/vdb`.
+    pub data_disk: Option<String>,
+}
+
+/// Vendor package sources.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum Vendor {
+    /// The manifest said nothing: roles with vendor packages cannot be built.
+    Undeclared,
+    /// `vendor = "skip"`: vendor packages are left out and the image records it.
+    Skip,
+    /// Repositories and local folders.
+    Sources {
+        /// apt repositories.
+        apt: Vec<AptRepository>,
+        /// Folders of `.deb` files, turned into a temporary repository at build time.
+        local: Vec<PathBuf>,
+    },
+}
+
+/// One vendor apt repository.
+#[derive(Debug, Clone, Serialize)]
+pub struct AptRepository {
+    /// Short name, used for the sources file.
+    pub name: String,
+    /// Repository URL.
+    pub uri: String,
+    /// Suite.
+    pub suite: String,
+    /// Components.
+    pub components: Vec<String>,
+    /// The OpenPGP key file that signs it.
+    pub signing_key: PathBuf,
+    /// Environment variable holding the user name, read at build time only.
+    pub username_env: Option<String>,
+    /// Environment variable holding the password, read at build time only.
+    pub password_env: Option<String>,
+}
+
+/// How images are built.
+#[derive(Debug, Clone, Serialize)]
+pub struct BuildSettings {
+    /// File times later than this are clamped to it.
+    pub source_date_epoch: i64,
+    /// The bootstrap tool of the base layer.
+    pub bootstrap: Bootstrap,
+    /// Formats built when the command line names none.
+    pub formats: Vec<Format>,
+}
+
+/// Tool that creates the base layer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Bootstrap {
+    /// mmdebstrap (fast, the default).
+    Mmdebstrap,
+    /// debootstrap.
+    Debootstrap,
+}
+
+/// An output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    /// `rootfs.tar.gz`, deterministic.
+    Tar,
+}
+
+impl Bootstrap {
+    /// The command's name.
+    pub fn command(self) -> &'static str {
+        match self {
+            Bootstrap::Mmdebstrap => "mmdebstrap",
+            Bootstrap::Debootstrap => "debootstrap",
+        }
+    }
+}
+
+impl Format {
+    /// The format's name, as the manifest and command line spell it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Format::Tar => "tar",
+        }
+    }
+
+    /// Every format, for hints.
+    pub const ALL: [Format; 1] = [Format::Tar];
+}
+
+impl Cluster {
+    /// Reads and validates a manifest; every problem is reported at once.
+    pub fn load(path: &Path, roles: &RoleSet) -> anyhow::Result<Cluster> {
+        let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+        let text = String::from_utf8(bytes.clone()).with_context(|| {
+            format!("reading {}: the manifest is not UTF-8 text", path.display())
+        })?;
+        let source = Source::new(path, text);
+        let cluster = resolve::resolve(&source, &bytes, roles)?;
+        Ok(cluster)
+    }
+
+    /// The nodes of one role, in manifest order.
+    pub fn nodes_of<'a>(&'a self, role: &'a str) -> impl Iterator<Item = &'a Node> + 'a {
+        self.nodes.iter().filter(move |node| node.role == role)
+    }
+
+    /// The names of the roles that have nodes, in role-name order.
+    pub fn roles_in_use(&self) -> Vec<String> {
+        let mut roles: Vec<String> = self.nodes.iter().map(|node| node.role.clone()).collect();
+        roles.sort();
+        roles.dedup();
+        roles
+    }
+
+    /// The node called `name`.
+    pub fn node(&self, name: &str) -> Option<&Node> {
+        self.nodes.iter().find(|node| node.name == name)
+    }
+
+    /// The folder holding the manifest, against which its relative paths resolve.
+    pub fn base_dir(&self) -> &Path {
+        self.manifest.path.parent().unwrap_or(Path::new("."))
+    }
+}
