@@ -163,6 +163,17 @@ impl Diagnostics {
         });
     }
 
+    /// Records a problem made elsewhere.
+    pub fn push(&mut self, diagnostic: Diagnostic) {
+        self.items.push(diagnostic);
+    }
+
+    /// Drops repeats: a template rendered for N nodes fails N times the same way.
+    pub fn dedup(&mut self) {
+        let mut seen = std::collections::HashSet::new();
+        self.items.retain(|item| seen.insert(item.to_string()));
+    }
+
     /// Whether nothing was found.
     pub fn is_empty(&self) -> bool {
         self.items.is_empty()
@@ -178,11 +189,22 @@ impl Diagnostics {
         &self.items
     }
 
+    /// `Ok(())` when nothing was found so far, otherwise every problem as one error,
+    /// leaving the list empty.
+    pub fn check(&mut self) -> Result<(), InvalidInput> {
+        std::mem::take(self).into_result(())
+    }
+
     /// `Ok(value)` when nothing was found, otherwise every problem as one error.
-    pub fn into_result<T>(self, value: T) -> Result<T, InvalidInput> {
+    pub fn into_result<T>(mut self, value: T) -> Result<T, InvalidInput> {
         if self.items.is_empty() {
             Ok(value)
         } else {
+            // File order reads best; problems without a line come first in their file.
+            self.items.sort_by(|a, b| {
+                (&a.location.path, a.location.position)
+                    .cmp(&(&b.location.path, b.location.position))
+            });
             Err(InvalidInput(self.items))
         }
     }

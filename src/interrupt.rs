@@ -21,7 +21,10 @@ pub struct Interrupted;
 /// Installs the handler (once per process).
 pub fn install() -> anyhow::Result<()> {
     ctrlc::set_handler(|| {
-        INTERRUPTED.store(true, Ordering::SeqCst);
+        if INTERRUPTED.swap(true, Ordering::SeqCst) {
+            // A second signal: the user does not want to wait for the cleanup.
+            std::process::exit(130);
+        }
         let children = CHILDREN.lock().map(|c| c.clone()).unwrap_or_default();
         for pid in children {
             if let Some(pid) = Pid::from_raw(pid as i32) {

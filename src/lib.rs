@@ -2,10 +2,19 @@
 //! PBX cluster, from one cluster manifest; `r2a-node` inside each image joins its node to
 //! the cluster at first boot.
 
+pub mod agent;
+pub mod build;
+pub mod cli;
 pub mod diag;
 pub mod exec;
+pub mod fsutil;
 pub mod hash;
 pub mod interrupt;
 pub mod manifest;
+pub mod overlay;
+pub mod plan;
+pub mod progress;
+pub mod project;
 pub mod role;
+pub mod secrets;
 pub mod tomldoc;

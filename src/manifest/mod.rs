@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use ipnet::Ipv4Net;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::diag::Source;
 use crate::role::RoleSet;
@@ -47,7 +47,7 @@ pub struct Cluster {
 }
 
 /// The manifest file a cluster was read from.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ManifestFile {
     /// Its path.
     pub path: PathBuf,
@@ -162,7 +162,7 @@ pub enum Bootstrap {
 }
 
 /// An output format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum Format {
     /// `rootfs.tar.gz`, deterministic.

@@ -1,0 +1,98 @@
+//! The base layer: a Debian 13 tree from mmdebstrap (or debootstrap) with the packages
+//! every role shares, cached under its content key.
+
+use std::process::Command;
+
+use anyhow::Context;
+
+use super::chroot::{Chroot, InstallGuard};
+use super::layer::{self, LayerSpec};
+use super::{BuildContext, WorkDir};
+use crate::exec::CommandExt;
+use crate::manifest::Bootstrap;
+
+/// Returns the base layer, building it unless it is cached.
+pub fn base_layer(ctx: &BuildContext<'_>) -> anyhow::Result<LayerSpec> {
+    let spec = layer::base_spec(&ctx.project.cluster, &ctx.project.roles, ctx.bootstrap)?;
+    let stage = ctx
+        .progress
+        .stage(format!("base layer {}", &spec.key[..12]));
+    if ctx.layers.contains(&spec) && !ctx.options.refresh {
+        stage.finish("cached");
+        return Ok(spec);
+    }
+    let work = WorkDir::new(&ctx.layers.dir, ".base-")?;
+    let root = work.path().join("rootfs");
+    match ctx.bootstrap {
+        Bootstrap::Mmdebstrap => mmdebstrap(ctx, &spec, &root, &|line| stage.line(line))?,
+        Bootstrap::Debootstrap => debootstrap(ctx, &spec, &root, &|line| stage.line(line))?,
+    }
+    super::packages::commit_layer(ctx, work, &spec)?;
+    stage.finish(&format!("{} packages", spec.packages.len()));
+    Ok(spec)
+}
+
+fn mmdebstrap(
+    ctx: &BuildContext<'_>,
+    spec: &LayerSpec,
+    root: &std::path::Path,
+    on_line: &(dyn Fn(&str) + Sync),
+) -> anyhow::Result<()> {
+    let debian = &ctx.project.cluster.debian;
+    let archives = ctx
+        .apt_archives
+        .to_str()
+        .context("cache path is not UTF-8")?;
+    // The shared archive is bind-mounted for the run; the outer mount namespace makes sure
+    // the mount ends with mmdebstrap whatever happens.
+    let setup = format!(
+        "mkdir -p \"$1/var/cache/apt/archives\" && mount --bind '{archives}' \"$1/var/cache/apt/archives\""
+    );
+    Command::new("unshare")
+        .args(["--mount", "--fork", "--kill-child", "--", "mmdebstrap"])
+        .args(["--mode=root", "--variant=minbase", "--format=directory"])
+        .arg(format!("--architectures={}", debian.architecture))
+        .arg(format!("--components={}", debian.components.join(",")))
+        .arg(format!("--include={}", spec.packages.join(",")))
+        .arg("--aptopt=APT::Install-Recommends \"false\"")
+        .args([
+            "--skip=download/empty",
+            "--skip=essential/unlink",
+            "--skip=cleanup/apt/cache",
+        ])
+        .arg(format!("--setup-hook={setup}"))
+        .arg("--customize-hook=umount \"$1/var/cache/apt/archives\"")
+        .arg(&debian.suite)
+        .arg(root)
+        .arg(&debian.mirror)
+        .env("LC_ALL", "C.UTF-8")
+        .run_streaming(on_line)
+        .context("creating the base layer with mmdebstrap")
+}
+
+fn debootstrap(
+    ctx: &BuildContext<'_>,
+    spec: &LayerSpec,
+    root: &std::path::Path,
+    on_line: &(dyn Fn(&str) + Sync),
+) -> anyhow::Result<()> {
+    let debian = &ctx.project.cluster.debian;
+    Command::new("debootstrap")
+        .args([
+            "--variant=minbase",
+            "--keyring=/usr/share/keyrings/debian-archive-keyring.gpg",
+        ])
+        .arg(format!("--arch={}", debian.architecture))
+        .arg(format!("--components={}", debian.components.join(",")))
+        .arg(format!("--cache-dir={}", ctx.apt_archives.display()))
+        .arg(&debian.suite)
+        .arg(root)
+        .arg(&debian.mirror)
+        .env("LC_ALL", "C.UTF-8")
+        .run_streaming(on_line)
+        .context("creating the base layer with debootstrap")?;
+    // debootstrap resolves --include poorly for large sets (the kernel); apt does it right.
+    let _guard = InstallGuard::new(root)?;
+    let chroot = Chroot::new(root).with_apt_archives(&ctx.apt_archives);
+    super::packages::apt_install(&chroot, &spec.packages, on_line)
+}

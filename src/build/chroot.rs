@@ -1,0 +1,141 @@
+//! Commands inside an image tree, in a private mount and PID namespace.
+//!
+//! `/proc`, `/sys`, `/dev`, `/run` and the shared apt archive are mounted inside a mount
+//! namespace that dies with the command, so no mount can outlive it, whatever happens to
+//! the builder (even SIGKILL); `--kill-child` takes every process of the tree with it.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::Context;
+
+use crate::exec::{CommandExt, Tool};
+
+/// Host tools the chroot runner needs.
+pub const TOOLS: &[Tool] = &[
+    Tool {
+        program: "unshare",
+        package: "util-linux",
+        reason: "run package installs in a private mount namespace",
+    },
+    Tool {
+        program: "chroot",
+        package: "coreutils",
+        reason: "run commands inside image trees",
+    },
+];
+
+/// A root filesystem tree to run commands in.
+pub struct Chroot {
+    root: PathBuf,
+    apt_archives: Option<PathBuf>,
+}
+
+impl Chroot {
+    /// Commands will run with `root` as `/`.
+    pub fn new(root: &Path) -> Self {
+        Chroot {
+            root: root.to_path_buf(),
+            apt_archives: None,
+        }
+    }
+
+    /// Shares a host folder as the tree's `/var/cache/apt/archives`, so every layer
+    /// downloads a package once.
+    pub fn with_apt_archives(mut self, dir: &Path) -> Self {
+        self.apt_archives = Some(dir.to_path_buf());
+        self
+    }
+
+    /// Runs `argv` inside the tree; each line it prints goes to `on_line`.
+    pub fn run(&self, argv: &[&str], on_line: &(dyn Fn(&str) + Sync)) -> anyhow::Result<()> {
+        let root = self.root.to_str().context("image tree path is not UTF-8")?;
+        let mut script = String::from("set -e\n");
+        script.push_str("mount --make-rprivate /\n");
+        script.push_str("mount -t proc proc \"$R/proc\"\n");
+        script.push_str("mount -t sysfs sysfs \"$R/sys\"\n");
+        script.push_str("mount --rbind /dev \"$R/dev\"\n");
+        script.push_str("mount -t tmpfs tmpfs \"$R/run\"\n");
+        script.push_str("mount -t tmpfs tmpfs \"$R/tmp\"\n");
+        if self.apt_archives.is_some() {
+            script.push_str("mkdir -p \"$R/var/cache/apt/archives\" \"$ARCHIVES/partial\"\n");
+            script.push_str("mount --bind \"$ARCHIVES\" \"$R/var/cache/apt/archives\"\n");
+        }
+        script.push_str("exec chroot \"$R\" \"$@\"\n");
+        let mut command = Command::new("unshare");
+        command
+            .args([
+                "--mount",
+                "--pid",
+                "--fork",
+                "--kill-child",
+                "--",
+                "sh",
+                "-c",
+                &script,
+                "r2a-chroot",
+            ])
+            .args(argv)
+            .env("R", root)
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .env("DEBCONF_NONINTERACTIVE_SEEN", "true")
+            .env("LC_ALL", "C.UTF-8")
+            .env(
+                "PATH",
+                "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            );
+        if let Some(archives) = &self.apt_archives {
+            command.env("ARCHIVES", archives);
+        }
+        command
+            .run_streaming(on_line)
+            .with_context(|| format!("running `{}` in {}", argv.join(" "), self.root.display()))
+    }
+}
+
+/// While alive, keeps services from starting inside a tree (Debian's `policy-rc.d`) and
+/// gives the tree the host's resolver; both are undone on drop.
+pub struct InstallGuard {
+    root: PathBuf,
+    saved_resolv: Option<PathBuf>,
+}
+
+impl InstallGuard {
+    /// Prepares `root` for package installs.
+    pub fn new(root: &Path) -> anyhow::Result<Self> {
+        let policy = root.join("usr/sbin/policy-rc.d");
+        std::fs::write(
+            &policy,
+            "#!/bin/sh\n# r2a-image: no service starts while the image is built.\nexit 101\n",
+        )
+        .with_context(|| format!("writing {}", policy.display()))?;
+        crate::fsutil::set_mode(&policy, 0o755)?;
+        let resolv = root.join("etc/resolv.conf");
+        let saved = root.join("etc/resolv.conf.r2a-saved");
+        let saved_resolv = if resolv.symlink_metadata().is_ok() {
+            std::fs::rename(&resolv, &saved)
+                .with_context(|| format!("moving {} aside", resolv.display()))?;
+            Some(saved)
+        } else {
+            None
+        };
+        std::fs::copy("/etc/resolv.conf", &resolv)
+            .with_context(|| format!("writing {}", resolv.display()))?;
+        Ok(InstallGuard {
+            root: root.to_path_buf(),
+            saved_resolv,
+        })
+    }
+}
+
+impl Drop for InstallGuard {
+    fn drop(&mut self) {
+        // Best effort: the tree is discarded anyway when the build fails.
+        let _ = std::fs::remove_file(self.root.join("usr/sbin/policy-rc.d"));
+        let resolv = self.root.join("etc/resolv.conf");
+        let _ = std::fs::remove_file(&resolv);
+        if let Some(saved) = &self.saved_resolv {
+            let _ = std::fs::rename(saved, &resolv);
+        }
+    }
+}

@@ -1,0 +1,219 @@
+//! The build pipeline: manifest → base layer → role layers → overlay → finalize → outputs.
+//!
+//! [`build`] reads top to bottom as the list of stages; each stage lives in its own module
+//! and returns at once when it has nothing to do (a cached layer, an unchanged artifact).
+
+mod assemble;
+mod bootstrap;
+mod chroot;
+mod finalize;
+pub mod layer;
+mod packages;
+mod publish;
+pub mod tarball;
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+
+use crate::exec::{Tool, require_tools};
+use crate::manifest::{Bootstrap, Format};
+use crate::overlay::RenderedRole;
+use crate::progress::Progress;
+use crate::project::Project;
+pub use layer::{LayerSpec, LayerStore};
+pub use publish::{ArtifactRecord, ImageRecord};
+
+/// What to build and where.
+#[derive(Debug, Clone)]
+pub struct BuildOptions {
+    /// Roles to build; every role with nodes when empty.
+    pub roles: Vec<String>,
+    /// Formats to write; the manifest's when empty.
+    pub formats: Vec<Format>,
+    /// Overrides the manifest's bootstrap tool.
+    pub bootstrap: Option<Bootstrap>,
+    /// The output folder; the cluster's images go to `<out>/<cluster>/`.
+    pub out: PathBuf,
+    /// The cache folder (layers, apt archives, work trees).
+    pub cache: PathBuf,
+    /// The `r2a-node` binary installed into every image.
+    pub agent: PathBuf,
+    /// Rebuild package layers even when cached (the mirror moved on).
+    pub refresh: bool,
+}
+
+/// Everything one build knows, shared by its stages.
+pub struct BuildContext<'a> {
+    /// The loaded cluster, roles, secrets and data folder.
+    pub project: &'a Project,
+    /// The options.
+    pub options: &'a BuildOptions,
+    /// The formats to write.
+    pub formats: Vec<Format>,
+    /// The bootstrap tool.
+    pub bootstrap: Bootstrap,
+    /// The layer cache.
+    pub layers: LayerStore,
+    /// The shared apt archive.
+    pub apt_archives: PathBuf,
+    /// Where work trees are made (on the cache's filesystem, so renames are cheap).
+    pub work: PathBuf,
+    /// Progress display.
+    pub progress: Progress,
+    /// The agent binary's sha256.
+    pub agent_sha256: String,
+    /// File times are clamped to this.
+    pub source_date_epoch: i64,
+}
+
+/// Builds the images of the chosen roles; returns what was published.
+pub fn build(
+    project: &Project,
+    options: &BuildOptions,
+    progress: Progress,
+) -> anyhow::Result<Vec<ImageRecord>> {
+    let ctx = BuildContext::new(project, options, progress)?;
+    preflight(&ctx)?;
+    let roles = project.roles_to_build(&options.roles)?;
+    let base = bootstrap::base_layer(&ctx)?;
+    let mut staging = publish::Staging::new(&ctx)?;
+    for role in &roles {
+        crate::interrupt::check()?;
+        let overlay = project.render(role)?;
+        let layer = packages::role_layer(&ctx, &base, role)?;
+        if staging.reuse_unchanged(&ctx, &layer, &overlay, role)? {
+            continue;
+        }
+        let tree = assemble::assemble(&ctx, &layer, &overlay, role)?;
+        finalize::finalize(&ctx, &tree, role)?;
+        staging.write_outputs(&ctx, &tree, &[&base, &layer], &overlay, role)?;
+    }
+    staging.publish(&ctx)
+}
+
+impl<'a> BuildContext<'a> {
+    fn new(
+        project: &'a Project,
+        options: &'a BuildOptions,
+        progress: Progress,
+    ) -> anyhow::Result<Self> {
+        let cluster = &project.cluster;
+        let source_date_epoch = match std::env::var("SOURCE_DATE_EPOCH") {
+            Ok(value) => value
+                .trim()
+                .parse()
+                .with_context(|| format!("SOURCE_DATE_EPOCH={value} is not a number of seconds"))?,
+            Err(_) => cluster.build.source_date_epoch,
+        };
+        let agent_sha256 = crate::hash::sha256_file(&options.agent).with_context(|| {
+            format!(
+                "reading the r2a-node binary {}; build it with `cargo build --release`",
+                options.agent.display()
+            )
+        })?;
+        Ok(BuildContext {
+            project,
+            options,
+            formats: if options.formats.is_empty() {
+                cluster.build.formats.clone()
+            } else {
+                options.formats.clone()
+            },
+            bootstrap: options.bootstrap.unwrap_or(cluster.build.bootstrap),
+            layers: LayerStore::new(&options.cache),
+            apt_archives: options.cache.join("apt-archives"),
+            work: options.cache.join("work"),
+            progress,
+            agent_sha256,
+            source_date_epoch,
+        })
+    }
+
+    /// The folder of this cluster's published images.
+    pub fn cluster_out(&self) -> PathBuf {
+        self.options.out.join(&self.project.cluster.name)
+    }
+}
+
+/// Checks host tools and the environment before any work starts.
+fn preflight(ctx: &BuildContext<'_>) -> anyhow::Result<()> {
+    let mut tools: Vec<Tool> = chroot::TOOLS.to_vec();
+    tools.push(match ctx.bootstrap {
+        Bootstrap::Mmdebstrap => Tool {
+            program: "mmdebstrap",
+            package: "mmdebstrap",
+            reason: "create the base layer",
+        },
+        Bootstrap::Debootstrap => Tool {
+            program: "debootstrap",
+            package: "debootstrap",
+            reason: "create the base layer",
+        },
+    });
+    tools.push(Tool {
+        program: "cp",
+        package: "coreutils",
+        reason: "copy layer trees",
+    });
+    if matches!(&ctx.project.cluster.vendor, crate::manifest::Vendor::Sources { local, .. } if !local.is_empty())
+    {
+        tools.push(Tool {
+            program: "apt-ftparchive",
+            package: "apt-utils",
+            reason: "index the local vendor .deb folder",
+        });
+    }
+    require_tools(&tools)?;
+    anyhow::ensure!(
+        rustix::process::geteuid().is_root(),
+        "building images needs root (package installs chown files and make device nodes); run r2a-image build as root"
+    );
+    for dir in [
+        &ctx.options.cache,
+        &ctx.apt_archives,
+        &ctx.layers.dir,
+        &ctx.work,
+        &ctx.options.out,
+    ] {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    Ok(())
+}
+
+/// A work folder that is removed when dropped, so a failed or interrupted build leaves
+/// nothing behind.
+pub struct WorkDir {
+    dir: tempfile::TempDir,
+}
+
+impl WorkDir {
+    /// A new empty folder under `parent`.
+    pub fn new(parent: &Path, prefix: &str) -> anyhow::Result<Self> {
+        let dir = tempfile::Builder::new()
+            .prefix(prefix)
+            .tempdir_in(parent)
+            .with_context(|| format!("creating a work folder in {}", parent.display()))?;
+        Ok(WorkDir { dir })
+    }
+
+    /// The folder.
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Keeps the folder: the caller has moved its content into place.
+    pub fn keep(self) -> PathBuf {
+        self.dir.keep()
+    }
+}
+
+/// The tree an image is made from, ready for the output stages.
+pub struct ImageTree {
+    /// Holds the work folder alive (and removes it when the image is written).
+    pub work: WorkDir,
+    /// The root filesystem.
+    pub root: PathBuf,
+    /// The rendered overlay, recorded in manifest.json.
+    pub overlay: RenderedRole,
+}

@@ -1,0 +1,277 @@
+//! Outputs: artifacts are written to a staging folder beside `out/<cluster>/` and moved
+//! into place only when every role succeeded; `SHA256SUMS` and `manifest.json` are
+//! rewritten atomically to cover every published artifact.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use serde::{Deserialize, Serialize};
+
+use super::layer::LayerSpec;
+use super::{BuildContext, ImageTree, WorkDir, tarball};
+use crate::fsutil;
+use crate::hash::{KeyBuilder, sha256_file};
+use crate::manifest::Format;
+use crate::overlay::RenderedRole;
+
+/// Bumped when the way artifacts are made changes.
+const OUTPUT_RECIPE: &str = "1";
+
+/// What `manifest.json` says of one role's image.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ImageRecord {
+    /// The role.
+    pub role: String,
+    /// sha256 of everything the artifacts are made from; equal keys mean equal artifacts.
+    pub key: String,
+    /// The package layers, base first.
+    pub layers: Vec<LayerSpec>,
+    /// Key of the rendered overlay.
+    pub overlay_key: String,
+    /// sha256 of the `r2a-node` binary inside.
+    pub agent_sha256: String,
+    /// File times are clamped to this.
+    pub source_date_epoch: i64,
+    /// Every installed package and its version.
+    pub packages: BTreeMap<String, String>,
+    /// Vendor packages left out by `vendor = "skip"`.
+    pub vendor_skipped: Vec<String>,
+    /// Whether the image holds cluster secrets (its artifacts are then mode 0600).
+    pub contains_secrets: bool,
+    /// The artifacts.
+    pub artifacts: Vec<ArtifactRecord>,
+}
+
+/// One output file.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ArtifactRecord {
+    /// Path relative to `out/<cluster>/`.
+    pub path: String,
+    /// Its format.
+    pub format: Format,
+    /// sha256 of its bytes.
+    pub sha256: String,
+    /// Size in bytes.
+    pub size: u64,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct ClusterManifest {
+    cluster: String,
+    manifest: Option<crate::manifest::ManifestFile>,
+    builder: String,
+    images: BTreeMap<String, ImageRecord>,
+}
+
+/// The staging folder of one build and what it holds so far.
+pub struct Staging {
+    dir: WorkDir,
+    previous: ClusterManifest,
+    built: Vec<ImageRecord>,
+    reused: Vec<ImageRecord>,
+}
+
+impl Staging {
+    /// A staging folder inside `out/<cluster>/`, so the final moves are renames.
+    pub fn new(ctx: &BuildContext<'_>) -> anyhow::Result<Staging> {
+        let out = ctx.cluster_out();
+        std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+        let previous = std::fs::read(out.join("manifest.json"))
+            .ok()
+            .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+            .unwrap_or_default();
+        Ok(Staging {
+            dir: WorkDir::new(&out, ".staging-")?,
+            previous,
+            built: Vec::new(),
+            reused: Vec::new(),
+        })
+    }
+
+    /// Keeps the published image of a role when nothing it is made from changed and its
+    /// artifacts are intact; true when it did.
+    pub fn reuse_unchanged(
+        &mut self,
+        ctx: &BuildContext<'_>,
+        layer: &LayerSpec,
+        overlay: &RenderedRole,
+        role: &str,
+    ) -> anyhow::Result<bool> {
+        let stage = ctx.progress.stage(format!("{role}: check published image"));
+        let key = artifact_key(ctx, layer, overlay);
+        let Some(record) = self.previous.images.get(role).filter(|r| r.key == key) else {
+            stage.finish("changed");
+            return Ok(false);
+        };
+        let out = ctx.cluster_out();
+        let wanted: Vec<Format> = ctx.formats.clone();
+        let complete = wanted
+            .iter()
+            .all(|format| record.artifacts.iter().any(|a| a.format == *format));
+        let intact = complete
+            && record
+                .artifacts
+                .iter()
+                .all(|a| sha256_file(&out.join(&a.path)).is_ok_and(|sum| sum == a.sha256));
+        if intact {
+            self.reused.push(record.clone());
+            stage.finish("unchanged, kept");
+        } else {
+            stage.finish("changed");
+        }
+        Ok(intact)
+    }
+
+    /// Writes a role's artifacts into the staging folder and records them.
+    pub fn write_outputs(
+        &mut self,
+        ctx: &BuildContext<'_>,
+        tree: &ImageTree,
+        layers: &[&LayerSpec],
+        overlay: &RenderedRole,
+        role: &str,
+    ) -> anyhow::Result<()> {
+        let contains_secrets = contains_secrets(ctx, overlay);
+        let mode = if contains_secrets { 0o600 } else { 0o644 };
+        let dir = self.dir.path().join(role);
+        std::fs::create_dir_all(&dir)?;
+        let mut artifacts = Vec::new();
+        for format in &ctx.formats {
+            crate::interrupt::check()?;
+            let stage = ctx.progress.stage(format!("{role}: {}", format.name()));
+            let name = match format {
+                Format::Tar => "rootfs.tar.gz",
+            };
+            let path = dir.join(name);
+            stage.bytes(tree_size(&tree.root));
+            tarball::write(&tree.root, &path, ctx.source_date_epoch, &|bytes| {
+                stage.advance(bytes)
+            })?;
+            fsutil::set_mode(&path, mode)?;
+            let size = std::fs::metadata(&path)?.len();
+            artifacts.push(ArtifactRecord {
+                path: format!("{role}/{name}"),
+                format: *format,
+                sha256: sha256_file(&path)?,
+                size,
+            });
+            stage.finish(&bytesize::ByteSize(size).display().iec().to_string());
+        }
+        let layer = layers.last().expect("a role has layers");
+        self.built.push(ImageRecord {
+            role: role.to_string(),
+            key: artifact_key(ctx, layer, overlay),
+            layers: layers.iter().map(|spec| (*spec).clone()).collect(),
+            overlay_key: overlay.key(),
+            agent_sha256: ctx.agent_sha256.clone(),
+            source_date_epoch: ctx.source_date_epoch,
+            packages: installed_packages(&tree.root)?,
+            vendor_skipped: layer.vendor_skipped.clone(),
+            contains_secrets,
+            artifacts,
+        });
+        Ok(())
+    }
+
+    /// Moves the new images into place and rewrites `manifest.json` and `SHA256SUMS`.
+    pub fn publish(self, ctx: &BuildContext<'_>) -> anyhow::Result<Vec<ImageRecord>> {
+        crate::interrupt::check()?;
+        let out = ctx.cluster_out();
+        let mut manifest = self.previous;
+        for record in &self.built {
+            let target = out.join(&record.role);
+            if target.exists() {
+                // Moved into the staging folder, which is removed below.
+                std::fs::rename(
+                    &target,
+                    self.dir.path().join(format!(".old-{}", record.role)),
+                )?;
+            }
+            std::fs::rename(self.dir.path().join(&record.role), &target).with_context(|| {
+                format!("moving the {} image into {}", record.role, out.display())
+            })?;
+        }
+        for record in self.built.iter().chain(&self.reused) {
+            manifest.images.insert(record.role.clone(), record.clone());
+        }
+        manifest
+            .images
+            .retain(|_, record| record.artifacts.iter().all(|a| out.join(&a.path).is_file()));
+        manifest.cluster = ctx.project.cluster.name.clone();
+        manifest.manifest = Some(ctx.project.cluster.manifest.clone());
+        manifest.builder = format!("r2a-image {}", env!("CARGO_PKG_VERSION"));
+        let mut sums: Vec<String> = manifest
+            .images
+            .values()
+            .flat_map(|r| &r.artifacts)
+            .map(|a| format!("{}  {}\n", a.sha256, a.path))
+            .collect();
+        sums.sort_by(|a, b| a[66..].cmp(&b[66..]));
+        fsutil::write_atomic(
+            &out.join("manifest.json"),
+            &serde_json::to_vec_pretty(&manifest)?,
+            0o644,
+        )?;
+        fsutil::write_atomic(&out.join("SHA256SUMS"), sums.concat().as_bytes(), 0o644)?;
+        Ok(self.built.into_iter().chain(self.reused).collect())
+    }
+}
+
+fn artifact_key(ctx: &BuildContext<'_>, layer: &LayerSpec, overlay: &RenderedRole) -> String {
+    let formats: Vec<String> = ctx.formats.iter().map(|f| f.name().to_string()).collect();
+    KeyBuilder::new()
+        .add("recipe", OUTPUT_RECIPE)
+        .add("layer", &layer.key)
+        .add("overlay", overlay.key())
+        .add("agent", &ctx.agent_sha256)
+        .add("epoch", ctx.source_date_epoch.to_string())
+        .add_list("formats", &formats)
+        .finish()
+}
+
+fn contains_secrets(ctx: &BuildContext<'_>, overlay: &RenderedRole) -> bool {
+    overlay.image_files().iter().any(|file| {
+        ctx.project.secrets.values().any(|(_, secret)| {
+            let secret = secret.expose().as_bytes();
+            file.content
+                .windows(secret.len())
+                .any(|window| window == secret)
+        })
+    })
+}
+
+fn tree_size(root: &Path) -> u64 {
+    walkdir::WalkDir::new(root)
+        .into_iter()
+        .filter_map(Result::ok)
+        .filter(|entry| entry.file_type().is_file())
+        .filter_map(|entry| entry.metadata().ok())
+        .map(|metadata| metadata.len())
+        .sum()
+}
+
+/// Installed packages and versions, from the tree's dpkg database.
+pub fn installed_packages(root: &Path) -> anyhow::Result<BTreeMap<String, String>> {
+    let path: PathBuf = root.join("var/lib/dpkg/status");
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let mut packages = BTreeMap::new();
+    for stanza in text.split("\n\n") {
+        let field = |name: &str| {
+            stanza
+                .lines()
+                .find_map(|line| line.strip_prefix(name).map(str::trim))
+        };
+        let installed = field("Status:").is_some_and(|status| status.ends_with(" installed"));
+        if let (true, Some(name), Some(version)) = (installed, field("Package:"), field("Version:"))
+        {
+            let name = match field("Architecture:") {
+                Some(arch) if arch != "all" && arch != "amd64" => format!("{name}:{arch}"),
+                _ => name.to_string(),
+            };
+            packages.insert(name, version.to_string());
+        }
+    }
+    Ok(packages)
+}

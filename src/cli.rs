@@ -1,0 +1,249 @@
+//! The `r2a-image` command line: argument definitions and dispatch to the library.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+use crate::build::{self, BuildOptions};
+use crate::diag::InvalidInput;
+use crate::interrupt::Interrupted;
+use crate::manifest::{Bootstrap, Format};
+use crate::progress::Progress;
+use crate::project::{Project, SecretsMode, find_data_dir};
+
+/// Builds bootable Debian 13 appliance images, one per role of a Ring2All PBX cluster.
+#[derive(Debug, Parser)]
+#[command(name = "r2a-image", version, about)]
+pub struct Cli {
+    /// Folder holding roles/ and overlays/ (default: the source checkout or /usr/share/r2a-appliance).
+    #[arg(long, global = true, value_name = "DIR")]
+    pub data: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Validates a manifest and renders every template; builds nothing.
+    Check {
+        /// The cluster manifest.
+        manifest: PathBuf,
+    },
+    /// Shows what a build would make: roles, nodes, packages, cache hits, outputs, capacity.
+    Plan {
+        /// The cluster manifest.
+        manifest: PathBuf,
+        /// Only these roles (repeatable).
+        #[arg(long = "role", value_name = "ROLE")]
+        roles: Vec<String>,
+        /// Output formats (repeatable; default: the manifest's).
+        #[arg(long = "format", value_enum)]
+        formats: Vec<Format>,
+        /// The base layer's bootstrap tool.
+        #[arg(long, value_enum)]
+        bootstrap: Option<Bootstrap>,
+        /// The layer cache folder.
+        #[arg(long, value_name = "DIR", default_value = DEFAULT_CACHE)]
+        cache: PathBuf,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Writes the overlay tree one node gets (shared and node files), for review.
+    Render {
+        /// The cluster manifest.
+        manifest: PathBuf,
+        /// The node.
+        #[arg(long)]
+        node: String,
+        /// Where to write the tree (must not exist or be empty).
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+    },
+    /// Builds role images.
+    Build {
+        /// The cluster manifest.
+        manifest: PathBuf,
+        /// Only these roles (repeatable; default: every role with nodes).
+        #[arg(long = "role", value_name = "ROLE")]
+        roles: Vec<String>,
+        /// Output formats (repeatable; default: the manifest's).
+        #[arg(long = "format", value_enum)]
+        formats: Vec<Format>,
+        /// The base layer's bootstrap tool (default: the manifest's, else mmdebstrap).
+        #[arg(long, value_enum)]
+        bootstrap: Option<Bootstrap>,
+        /// Output folder; images go to OUT/<cluster>/<role>/.
+        #[arg(long, value_name = "DIR", default_value = "out")]
+        out: PathBuf,
+        /// Cache folder for layers and downloaded packages.
+        #[arg(long, value_name = "DIR", default_value = DEFAULT_CACHE)]
+        cache: PathBuf,
+        /// The r2a-node binary to install (default: the one beside r2a-image).
+        #[arg(long, value_name = "FILE")]
+        agent: Option<PathBuf>,
+        /// Rebuild package layers even when cached (to pick up newer packages).
+        #[arg(long)]
+        refresh: bool,
+    },
+}
+
+const DEFAULT_CACHE: &str = "/var/cache/r2a-appliance";
+
+/// Runs the command line; exit status 2 for invalid input, 130 after Ctrl-C, 1 otherwise.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            if let Some(invalid) = error.downcast_ref::<InvalidInput>() {
+                eprintln!("{invalid}");
+                return ExitCode::from(2);
+            }
+            eprintln!("r2a-image: error: {error:#}");
+            if error.downcast_ref::<Interrupted>().is_some() {
+                return ExitCode::from(130);
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    let data = find_data_dir(cli.data.as_deref())?;
+    match cli.command {
+        Command::Check { manifest } => {
+            let project = Project::load(&data, &manifest, SecretsMode::ReadOnly)?;
+            println!(
+                "{}: valid ({} nodes, roles: {})",
+                manifest.display(),
+                project.cluster.nodes.len(),
+                project.cluster.roles_in_use().join(", ")
+            );
+        }
+        Command::Plan {
+            manifest,
+            roles,
+            formats,
+            bootstrap,
+            cache,
+            json,
+        } => {
+            let project = Project::load(&data, &manifest, SecretsMode::ReadOnly)?;
+            let plan = crate::plan::plan(&project, &roles, &formats, bootstrap, &cache)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&plan)?);
+            } else {
+                print!("{}", plan.to_text());
+            }
+        }
+        Command::Render {
+            manifest,
+            node,
+            out,
+        } => {
+            let project = Project::load(&data, &manifest, SecretsMode::Create)?;
+            let count = render_node(&project, &node, &out)?;
+            println!("{count} files for {node} written to {}", out.display());
+        }
+        Command::Build {
+            manifest,
+            roles,
+            formats,
+            bootstrap,
+            out,
+            cache,
+            agent,
+            refresh,
+        } => {
+            crate::interrupt::install()?;
+            let project = Project::load(&data, &manifest, SecretsMode::Create)?;
+            let agent = match agent {
+                Some(agent) => agent,
+                None => sibling_binary("r2a-node")?,
+            };
+            let options = BuildOptions {
+                roles,
+                formats,
+                bootstrap,
+                out,
+                cache,
+                agent,
+                refresh,
+            };
+            let records = build::build(&project, &options, Progress::detect())?;
+            for record in records {
+                for artifact in &record.artifacts {
+                    println!(
+                        "{}  {}",
+                        artifact.sha256,
+                        options
+                            .out
+                            .join(&project.cluster.name)
+                            .join(&artifact.path)
+                            .display()
+                    );
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Writes the files a node ends up with, as root:root with their modes (review copy).
+fn render_node(project: &Project, node: &str, out: &Path) -> anyhow::Result<usize> {
+    let found = project.cluster.node(node).with_context(|| {
+        let names: Vec<&str> = project
+            .cluster
+            .nodes
+            .iter()
+            .map(|n| n.name.as_str())
+            .collect();
+        format!(
+            "no node `{node}` in {}; nodes: {}",
+            project.cluster.manifest.path.display(),
+            names.join(", ")
+        )
+    })?;
+    let occupied = out
+        .read_dir()
+        .is_ok_and(|mut entries| entries.next().is_some());
+    anyhow::ensure!(
+        !occupied,
+        "{} is not empty; name a new folder",
+        out.display()
+    );
+    let rendered = project.render(&found.role)?;
+    let files = rendered.node_view(node);
+    for file in &files {
+        let path = out.join(file.path.trim_start_matches('/'));
+        std::fs::create_dir_all(path.parent().expect("absolute paths have a parent"))?;
+        crate::fsutil::write_atomic(&path, &file.content, file.mode)?;
+    }
+    Ok(files.len())
+}
+
+/// A binary installed beside the running one (cargo puts both in target/<profile>/).
+fn sibling_binary(name: &str) -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe().context("finding the running binary")?;
+    let path = exe.with_file_name(name);
+    anyhow::ensure!(
+        path.is_file(),
+        "{} not found; build it (cargo build --release) or pass --agent FILE",
+        path.display()
+    );
+    Ok(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+}

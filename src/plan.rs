@@ -1,0 +1,252 @@
+//! `r2a-image plan`: what a build would make, which layers are cached, and the telephony
+//! capacity the manifest buys, without building anything.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use serde::Serialize;
+
+use crate::build::{LayerStore, layer};
+use crate::manifest::{Bootstrap, Format};
+use crate::project::Project;
+
+/// The whole plan, printable as text or JSON.
+#[derive(Debug, Serialize)]
+pub struct Plan {
+    /// Cluster name.
+    pub cluster: String,
+    /// The bootstrap tool and version.
+    pub bootstrap: String,
+    /// The base layer.
+    pub base: LayerPlan,
+    /// One entry per role to build.
+    pub roles: Vec<RolePlan>,
+    /// Telephony capacity, from the seed's scaling reference.
+    pub capacity: Option<CapacityPlan>,
+}
+
+/// One layer: its key and whether the cache has it.
+#[derive(Debug, Serialize)]
+pub struct LayerPlan {
+    /// The content key.
+    pub key: String,
+    /// Whether the cache holds it.
+    pub cached: bool,
+    /// Packages it installs.
+    pub packages: Vec<String>,
+}
+
+/// One role.
+#[derive(Debug, Serialize)]
+pub struct RolePlan {
+    /// The role.
+    pub role: String,
+    /// Its nodes: name and address.
+    pub nodes: Vec<(String, String)>,
+    /// Its package layer.
+    pub layer: LayerPlan,
+    /// Vendor packages to install.
+    pub vendor_packages: Vec<String>,
+    /// Vendor packages skipped by `vendor = "skip"`.
+    pub vendor_skipped: Vec<String>,
+    /// Files the overlay installs for every node, and per node.
+    pub overlay_files: usize,
+    /// The artifacts, relative to the output folder.
+    pub outputs: Vec<String>,
+}
+
+/// The capacity table row for this cluster.
+#[derive(Debug, Serialize)]
+pub struct CapacityPlan {
+    /// Extensions one server carries.
+    pub extensions_per_server: u64,
+    /// Concurrent calls one server carries.
+    pub calls_per_server: u64,
+    /// Telephony servers.
+    pub servers: u64,
+    /// Extensions all servers carry.
+    pub extensions: u64,
+    /// Concurrent calls all servers carry.
+    pub concurrent_calls: u64,
+    /// With one server down (N+1).
+    pub calls_with_one_down: u64,
+    /// The seed's name for this size.
+    pub use_case: &'static str,
+}
+
+/// Works out the plan for the chosen roles and formats.
+pub fn plan(
+    project: &Project,
+    roles: &[String],
+    formats: &[Format],
+    bootstrap: Option<Bootstrap>,
+    cache: &Path,
+) -> anyhow::Result<Plan> {
+    let cluster = &project.cluster;
+    let store = LayerStore::new(cache);
+    let bootstrap = bootstrap.unwrap_or(cluster.build.bootstrap);
+    let formats = if formats.is_empty() {
+        cluster.build.formats.clone()
+    } else {
+        formats.to_vec()
+    };
+    let base = layer::base_spec(cluster, &project.roles, bootstrap)?;
+    let mut role_plans = Vec::new();
+    for name in project.roles_to_build(roles)? {
+        let role = project.roles.get(&name).expect("roles with nodes exist");
+        let spec = layer::role_spec(cluster, &base, role)?;
+        let overlay = project.render(&name)?;
+        role_plans.push(RolePlan {
+            nodes: cluster
+                .nodes_of(&name)
+                .map(|n| (n.name.clone(), n.address.to_string()))
+                .collect(),
+            layer: LayerPlan {
+                cached: store.contains(&spec),
+                key: spec.key.clone(),
+                packages: spec.packages.clone(),
+            },
+            vendor_packages: spec.vendor_packages.clone(),
+            vendor_skipped: spec.vendor_skipped.clone(),
+            overlay_files: overlay.image_files().len(),
+            outputs: formats
+                .iter()
+                .map(|f| format!("{}/{name}/{}", cluster.name, output_name(*f)))
+                .collect(),
+            role: name,
+        });
+    }
+    Ok(Plan {
+        cluster: cluster.name.clone(),
+        bootstrap: base.tool.clone().unwrap_or_default(),
+        base: LayerPlan {
+            cached: store.contains(&base),
+            key: base.key.clone(),
+            packages: base.packages.clone(),
+        },
+        roles: role_plans,
+        capacity: capacity(project),
+    })
+}
+
+fn output_name(format: Format) -> &'static str {
+    match format {
+        Format::Tar => "rootfs.tar.gz",
+    }
+}
+
+fn capacity(project: &Project) -> Option<CapacityPlan> {
+    let (name, role) = project
+        .roles
+        .roles
+        .iter()
+        .find(|(_, role)| role.capacity.is_some())?;
+    let per_node = role.capacity?;
+    let servers = project.cluster.nodes_of(name).count() as u64;
+    Some(CapacityPlan {
+        extensions_per_server: per_node.extensions_per_node,
+        calls_per_server: per_node.calls_per_node,
+        servers,
+        extensions: servers * per_node.extensions_per_node,
+        concurrent_calls: servers * per_node.calls_per_node,
+        calls_with_one_down: servers.saturating_sub(1) * per_node.calls_per_node,
+        use_case: use_case(servers),
+    })
+}
+
+/// The seed's scaling reference names sizes by server count.
+fn use_case(servers: u64) -> &'static str {
+    match servers {
+        0 => "none",
+        1 => "Medium Enterprise",
+        2 => "Large Enterprise",
+        3..=4 => "Enterprise+",
+        5..=9 => "Service Provider",
+        10..=19 => "Carrier Grade",
+        _ => "Large Carrier",
+    }
+}
+
+impl Plan {
+    /// The plan as a human reads it.
+    pub fn to_text(&self) -> String {
+        let mut text = String::new();
+        let hit = |cached: bool| if cached { "cached" } else { "to build" };
+        let _ = writeln!(
+            text,
+            "cluster {} (bootstrap: {})",
+            self.cluster, self.bootstrap
+        );
+        let _ = writeln!(
+            text,
+            "base layer {}  {}  {} packages",
+            &self.base.key[..12],
+            hit(self.base.cached),
+            self.base.packages.len()
+        );
+        for role in &self.roles {
+            let _ = writeln!(text, "\nrole {}", role.role);
+            let nodes: Vec<String> = role
+                .nodes
+                .iter()
+                .map(|(name, address)| format!("{name} ({address})"))
+                .collect();
+            let _ = writeln!(text, "  nodes     {}", nodes.join(", "));
+            let _ = writeln!(
+                text,
+                "  layer     {}  {}  {}",
+                &role.layer.key[..12],
+                hit(role.layer.cached),
+                role.layer.packages.join(" ")
+            );
+            if !role.vendor_packages.is_empty() {
+                let _ = writeln!(text, "  vendor    {}", role.vendor_packages.join(" "));
+            }
+            if !role.vendor_skipped.is_empty() {
+                let _ = writeln!(
+                    text,
+                    "  skipped   {} (vendor = \"skip\")",
+                    role.vendor_skipped.join(" ")
+                );
+            }
+            let _ = writeln!(text, "  overlay   {} files", role.overlay_files);
+            let _ = writeln!(text, "  outputs   {}", role.outputs.join(", "));
+        }
+        if let Some(capacity) = &self.capacity {
+            let _ = writeln!(
+                text,
+                "\ntelephony capacity ({} extensions / {} calls per server)",
+                capacity.extensions_per_server, capacity.calls_per_server
+            );
+            let _ = writeln!(
+                text,
+                "  servers  extensions  concurrent calls  with one down  use case"
+            );
+            let _ = writeln!(
+                text,
+                "  {:>7}  {:>10}  {:>16}  {:>13}  {}",
+                capacity.servers,
+                capacity.extensions,
+                capacity.concurrent_calls,
+                capacity.calls_with_one_down,
+                capacity.use_case
+            );
+        }
+        text
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn use_cases_follow_the_seed_table() {
+        assert_eq!(use_case(1), "Medium Enterprise");
+        assert_eq!(use_case(2), "Large Enterprise");
+        assert_eq!(use_case(3), "Enterprise+");
+        assert_eq!(use_case(5), "Service Provider");
+        assert_eq!(use_case(10), "Carrier Grade");
+        assert_eq!(use_case(20), "Large Carrier");
+    }
+}

@@ -1,0 +1,126 @@
+//! Stage progress: a bar or spinner per stage with its time on a terminal, plain
+//! timestamped lines otherwise (CI logs, pipes).
+
+use std::io::IsTerminal;
+use std::time::{Duration, Instant};
+
+use indicatif::{ProgressBar, ProgressStyle};
+
+/// Where stage progress goes.
+#[derive(Debug, Clone, Copy)]
+pub struct Progress {
+    fancy: bool,
+}
+
+impl Progress {
+    /// Bars when stderr is a terminal, plain lines otherwise.
+    pub fn detect() -> Self {
+        Progress {
+            fancy: std::io::stderr().is_terminal(),
+        }
+    }
+
+    /// Plain lines always.
+    pub fn plain() -> Self {
+        Progress { fancy: false }
+    }
+
+    /// Starts a stage; it reports its time when finished, and failure when dropped unfinished.
+    pub fn stage(&self, name: impl Into<String>) -> Stage {
+        let name = name.into();
+        let bar = self.fancy.then(|| {
+            let bar = ProgressBar::new_spinner();
+            bar.set_style(
+                ProgressStyle::with_template(
+                    "{spinner:.cyan} {prefix:.bold} {elapsed:>4} {wide_msg}",
+                )
+                .expect("static template"),
+            );
+            bar.set_prefix(name.clone());
+            bar.enable_steady_tick(Duration::from_millis(120));
+            bar
+        });
+        if bar.is_none() {
+            eprintln!("r2a-image: {name} ...");
+        }
+        Stage {
+            name,
+            bar,
+            started: Instant::now(),
+            finished: false,
+        }
+    }
+}
+
+/// One running stage.
+pub struct Stage {
+    name: String,
+    bar: Option<ProgressBar>,
+    started: Instant,
+    finished: bool,
+}
+
+impl Stage {
+    /// Shows the latest line of the stage's tool (terminal only: logs would drown).
+    pub fn line(&self, text: &str) {
+        if let Some(bar) = &self.bar {
+            bar.set_message(text.trim().to_string());
+        }
+    }
+
+    /// Switches to a byte bar of `total` bytes.
+    pub fn bytes(&self, total: u64) {
+        if let Some(bar) = &self.bar {
+            bar.set_length(total);
+            bar.set_style(
+                ProgressStyle::with_template("{spinner:.cyan} {prefix:.bold} {elapsed:>4} [{bar:30}] {bytes}/{total_bytes} {wide_msg}")
+                    .expect("static template")
+                    .progress_chars("=> "),
+            );
+        }
+    }
+
+    /// Advances the byte bar.
+    pub fn advance(&self, bytes: u64) {
+        if let Some(bar) = &self.bar {
+            bar.inc(bytes);
+        }
+    }
+
+    /// Ends the stage with a note, e.g. "cached" or a size.
+    pub fn finish(mut self, note: &str) {
+        self.finished = true;
+        let elapsed = self.started.elapsed().as_secs_f64();
+        let line = format!(
+            "{} done in {elapsed:.1}s{}",
+            self.name,
+            if note.is_empty() {
+                String::new()
+            } else {
+                format!(" ({note})")
+            }
+        );
+        if let Some(bar) = self.bar.take() {
+            bar.finish_and_clear();
+            eprintln!("\u{2713} {line}");
+        } else {
+            eprintln!("r2a-image: {line}");
+        }
+    }
+}
+
+impl Drop for Stage {
+    fn drop(&mut self) {
+        if self.finished {
+            return;
+        }
+        if let Some(bar) = self.bar.take() {
+            bar.finish_and_clear();
+        }
+        eprintln!(
+            "\u{2717} {} failed after {:.1}s",
+            self.name,
+            self.started.elapsed().as_secs_f64()
+        );
+    }
+}

@@ -1,0 +1,131 @@
+//! A loaded project: the data folder (roles and overlays), one validated cluster manifest,
+//! and its secrets. Every command starts by loading one.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+
+use crate::diag::{Diagnostics, InvalidInput};
+use crate::manifest::Cluster;
+use crate::overlay::{self, RenderedRole};
+use crate::role::RoleSet;
+use crate::secrets::Secrets;
+
+/// Where `roles/` and `overlays/` are installed system-wide.
+pub const SYSTEM_DATA_DIR: &str = "/usr/share/r2a-appliance";
+
+/// The inputs of every command.
+pub struct Project {
+    /// The folder holding `roles/` and `overlays/`.
+    pub data_dir: PathBuf,
+    /// Every role.
+    pub roles: RoleSet,
+    /// The validated cluster.
+    pub cluster: Cluster,
+    /// The cluster's secrets.
+    pub secrets: Secrets,
+}
+
+/// Whether loading may create the secrets file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SecretsMode {
+    /// Generate missing secrets and save them (build, render).
+    Create,
+    /// Read what exists; missing secrets render as empty placeholders (plan, check).
+    ReadOnly,
+}
+
+impl Project {
+    /// Loads the data folder and a manifest, validating both and rendering every role's
+    /// templates so that every problem is reported in one go.
+    pub fn load(data_dir: &Path, manifest: &Path, secrets: SecretsMode) -> anyhow::Result<Project> {
+        let roles = RoleSet::load(&data_dir.join("roles"))?;
+        let cluster = Cluster::load(manifest, &roles)?;
+        let secrets = match secrets {
+            SecretsMode::Create => Secrets::load_or_create(manifest, &roles)?,
+            SecretsMode::ReadOnly => Secrets::load_existing(manifest)?.with_placeholders(&roles),
+        };
+        let project = Project {
+            data_dir: data_dir.to_path_buf(),
+            roles,
+            cluster,
+            secrets,
+        };
+        project.check_templates()?;
+        Ok(project)
+    }
+
+    /// Renders every role in use, gathering the problems of all templates.
+    fn check_templates(&self) -> anyhow::Result<()> {
+        let mut diagnostics = Diagnostics::new();
+        for role in self.cluster.roles_in_use() {
+            if let Err(error) = self.render(&role) {
+                match error.downcast::<InvalidInput>() {
+                    Ok(invalid) => invalid.0.into_iter().for_each(|d| diagnostics.push(d)),
+                    Err(other) => return Err(other),
+                }
+            }
+        }
+        diagnostics.check()?;
+        Ok(())
+    }
+
+    /// A role's overlay, rendered for each of its nodes.
+    pub fn render(&self, role: &str) -> anyhow::Result<RenderedRole> {
+        overlay::render_role(
+            &overlay::Inputs {
+                data_dir: &self.data_dir,
+                cluster: &self.cluster,
+                roles: &self.roles,
+                secrets: &self.secrets,
+            },
+            role,
+        )
+    }
+
+    /// The roles named on the command line (checked), or every role that has nodes.
+    pub fn roles_to_build(&self, requested: &[String]) -> anyhow::Result<Vec<String>> {
+        let in_use = self.cluster.roles_in_use();
+        if requested.is_empty() {
+            return Ok(in_use);
+        }
+        let mut roles = Vec::new();
+        for role in requested {
+            anyhow::ensure!(
+                in_use.contains(role),
+                "role `{role}` has no nodes in {}; roles with nodes: {}",
+                self.cluster.manifest.path.display(),
+                in_use.join(", ")
+            );
+            if !roles.contains(role) {
+                roles.push(role.clone());
+            }
+        }
+        Ok(roles)
+    }
+}
+
+/// Finds the data folder: `--data`, then `$R2A_DATA_DIR`, then a source checkout holding
+/// the running binary (`target/<profile>/r2a-image`), then the system-wide folder.
+pub fn find_data_dir(explicit: Option<&Path>) -> anyhow::Result<PathBuf> {
+    if let Some(dir) = explicit {
+        return Ok(dir.to_path_buf());
+    }
+    if let Some(dir) = std::env::var_os("R2A_DATA_DIR") {
+        return Ok(PathBuf::from(dir));
+    }
+    let exe = std::env::current_exe().context("finding the running binary")?;
+    let checkout = exe
+        .ancestors()
+        .skip(1)
+        .find(|dir| dir.join("roles/base.toml").is_file());
+    if let Some(dir) = checkout {
+        return Ok(dir.to_path_buf());
+    }
+    let system = PathBuf::from(SYSTEM_DATA_DIR);
+    anyhow::ensure!(
+        system.join("roles/base.toml").is_file(),
+        "no data folder with roles/ and overlays/ found; pass --data DIR or set R2A_DATA_DIR"
+    );
+    Ok(system)
+}
