@@ -1,0 +1,351 @@
+//! Everything the agent does to the running machine beyond writing files: external
+//! commands and the kernel's hostname, behind one small trait.
+//!
+//! On a node that is [`LiveHost`]. Under any other `--root`, [`OfflineHost`] refuses to
+//! run commands, because `nft -f` or `mkfs` would act on the machine running the agent,
+//! not on the tree under the root. Tests use [`ScriptedHost`], which answers from a
+//! script and records every command, so they can assert on what would have run.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+
+use anyhow::{Context, bail};
+
+use crate::exec::{CommandExt, describe};
+
+/// One external command: a program and its arguments.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Invocation {
+    /// The program, looked up on `PATH`.
+    pub program: String,
+    /// Its arguments.
+    pub args: Vec<String>,
+}
+
+impl Invocation {
+    /// `program` with `args`.
+    pub fn new<S: Into<String>>(program: &str, args: impl IntoIterator<Item = S>) -> Self {
+        Invocation {
+            program: program.to_string(),
+            args: args.into_iter().map(Into::into).collect(),
+        }
+    }
+
+    fn command(&self) -> Command {
+        let mut command = Command::new(&self.program);
+        command.args(&self.args);
+        command
+    }
+}
+
+impl fmt::Display for Invocation {
+    /// The command line, quoted as a shell would need it.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&describe(&self.command()))
+    }
+}
+
+/// The running machine, as the steps see it.
+pub trait Host {
+    /// Whether this is the machine the image booted on (so the kernel hostname, the
+    /// network daemon and the firewall are ours to change).
+    fn is_live(&self) -> bool;
+    /// Runs a command that must succeed and returns its stdout.
+    fn run(&mut self, invocation: &Invocation) -> anyhow::Result<String>;
+    /// Runs a query that exits with `absent_code` when there is nothing to report
+    /// (`blkid` without a signature, `findmnt` without a mount): `None` then, its
+    /// stdout on success, an error otherwise.
+    fn probe(
+        &mut self,
+        invocation: &Invocation,
+        absent_code: i32,
+    ) -> anyhow::Result<Option<String>>;
+    /// The kernel's hostname.
+    fn kernel_hostname(&mut self) -> anyhow::Result<String>;
+    /// Sets the kernel's hostname.
+    fn set_kernel_hostname(&mut self, name: &str) -> anyhow::Result<()>;
+}
+
+/// The machine the agent runs on, when `--root` is `/`.
+#[derive(Debug, Default)]
+pub struct LiveHost;
+
+impl Host for LiveHost {
+    fn is_live(&self) -> bool {
+        true
+    }
+
+    fn run(&mut self, invocation: &Invocation) -> anyhow::Result<String> {
+        invocation.command().output_text()
+    }
+
+    fn probe(
+        &mut self,
+        invocation: &Invocation,
+        absent_code: i32,
+    ) -> anyhow::Result<Option<String>> {
+        let output = invocation
+            .command()
+            .stdin(Stdio::null())
+            .output()
+            .with_context(|| format!("starting {invocation}"))?;
+        if output.status.code() == Some(absent_code) {
+            return Ok(None);
+        }
+        if !output.status.success() {
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            bail!("{invocation} failed ({}): {}", output.status, stderr.trim());
+        }
+        String::from_utf8(output.stdout)
+            .map(Some)
+            .with_context(|| format!("reading output of {invocation}"))
+    }
+
+    fn kernel_hostname(&mut self) -> anyhow::Result<String> {
+        Ok(rustix::system::uname()
+            .nodename()
+            .to_string_lossy()
+            .into_owned())
+    }
+
+    fn set_kernel_hostname(&mut self, name: &str) -> anyhow::Result<()> {
+        rustix::system::sethostname(name.as_bytes())
+            .with_context(|| format!("setting the kernel hostname to {name}"))
+    }
+}
+
+/// A tree that is not the running system: nothing may touch the machine.
+#[derive(Debug)]
+pub struct OfflineHost {
+    /// The `--root` in use, for messages.
+    pub root: PathBuf,
+}
+
+impl OfflineHost {
+    fn refuse(&self, what: &str) -> anyhow::Error {
+        anyhow::anyhow!(
+            "not running {what}: it would change the machine running r2a-node, not the \
+             tree under --root {} (only --root / runs commands)",
+            self.root.display()
+        )
+    }
+}
+
+impl Host for OfflineHost {
+    fn is_live(&self) -> bool {
+        false
+    }
+
+    fn run(&mut self, invocation: &Invocation) -> anyhow::Result<String> {
+        Err(self.refuse(&format!("`{invocation}`")))
+    }
+
+    fn probe(&mut self, invocation: &Invocation, _: i32) -> anyhow::Result<Option<String>> {
+        Err(self.refuse(&format!("`{invocation}`")))
+    }
+
+    fn kernel_hostname(&mut self) -> anyhow::Result<String> {
+        Err(self.refuse("uname"))
+    }
+
+    fn set_kernel_hostname(&mut self, _: &str) -> anyhow::Result<()> {
+        Err(self.refuse("sethostname"))
+    }
+}
+
+/// What a scripted command answers.
+#[derive(Debug, Clone)]
+enum Answer {
+    Output(String),
+    Absent,
+    Failure(String),
+}
+
+/// A fake host for tests: commands get scripted answers, and every command (and every
+/// hostname change) is recorded in order.
+///
+/// Answers for one command line are used in the order they were given; the last one
+/// keeps answering, so "absent, then present after mkfs" is two calls. A command with
+/// no scripted answer is an error, so a test notices a command it did not expect.
+#[derive(Debug, Default)]
+pub struct ScriptedHost {
+    live: bool,
+    answers: Vec<(String, VecDeque<Answer>)>,
+    log: Vec<String>,
+    hostname: String,
+}
+
+impl ScriptedHost {
+    /// A fake that says it is the running system (`live`) or not.
+    pub fn new(live: bool) -> Self {
+        ScriptedHost {
+            live,
+            hostname: "localhost".to_string(),
+            ..ScriptedHost::default()
+        }
+    }
+
+    /// The kernel hostname starts as `name`.
+    pub fn with_hostname(mut self, name: &str) -> Self {
+        self.hostname = name.to_string();
+        self
+    }
+
+    /// `command_line` prints `stdout` and succeeds.
+    pub fn answer(&mut self, command_line: &str, stdout: &str) -> &mut Self {
+        self.push(command_line, Answer::Output(stdout.to_string()))
+    }
+
+    /// `command_line` succeeds silently.
+    pub fn succeed(&mut self, command_line: &str) -> &mut Self {
+        self.answer(command_line, "")
+    }
+
+    /// `command_line` finds nothing (see [`Host::probe`]).
+    pub fn absent(&mut self, command_line: &str) -> &mut Self {
+        self.push(command_line, Answer::Absent)
+    }
+
+    /// `command_line` fails with `message`.
+    pub fn fail(&mut self, command_line: &str, message: &str) -> &mut Self {
+        self.push(command_line, Answer::Failure(message.to_string()))
+    }
+
+    /// Drops the answers scripted so far for `command_line`, to script it anew.
+    pub fn forget(&mut self, command_line: &str) -> &mut Self {
+        self.answers.retain(|(line, _)| line != command_line);
+        self
+    }
+
+    /// Every command run so far, as command lines, plus `sethostname NAME` entries.
+    pub fn log(&self) -> &[String] {
+        &self.log
+    }
+
+    /// Forgets the recorded commands (the answers stay).
+    pub fn clear_log(&mut self) {
+        self.log.clear();
+    }
+
+    fn push(&mut self, command_line: &str, answer: Answer) -> &mut Self {
+        match self
+            .answers
+            .iter_mut()
+            .find(|(line, _)| line == command_line)
+        {
+            Some((_, queue)) => queue.push_back(answer),
+            None => self
+                .answers
+                .push((command_line.to_string(), VecDeque::from([answer]))),
+        }
+        self
+    }
+
+    fn next_answer(&mut self, invocation: &Invocation) -> anyhow::Result<Answer> {
+        let line = invocation.to_string();
+        self.log.push(line.clone());
+        let queue = self
+            .answers
+            .iter_mut()
+            .find(|(scripted, _)| *scripted == line)
+            .map(|(_, queue)| queue)
+            .with_context(|| format!("no scripted answer for `{line}`"))?;
+        let answer = if queue.len() > 1 {
+            queue.pop_front()
+        } else {
+            queue.front().cloned()
+        };
+        answer.with_context(|| format!("no scripted answer for `{line}`"))
+    }
+}
+
+impl Host for ScriptedHost {
+    fn is_live(&self) -> bool {
+        self.live
+    }
+
+    fn run(&mut self, invocation: &Invocation) -> anyhow::Result<String> {
+        match self.next_answer(invocation)? {
+            Answer::Output(stdout) => Ok(stdout),
+            Answer::Absent => bail!("{invocation} failed (exit status: 1)"),
+            Answer::Failure(message) => bail!("{invocation} failed: {message}"),
+        }
+    }
+
+    fn probe(&mut self, invocation: &Invocation, _: i32) -> anyhow::Result<Option<String>> {
+        match self.next_answer(invocation)? {
+            Answer::Output(stdout) => Ok(Some(stdout)),
+            Answer::Absent => Ok(None),
+            Answer::Failure(message) => bail!("{invocation} failed: {message}"),
+        }
+    }
+
+    fn kernel_hostname(&mut self) -> anyhow::Result<String> {
+        Ok(self.hostname.clone())
+    }
+
+    fn set_kernel_hostname(&mut self, name: &str) -> anyhow::Result<()> {
+        self.log.push(format!("sethostname {name}"));
+        self.hostname = name.to_string();
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scripted_answers_are_used_in_order_and_the_last_one_stays() {
+        let mut host = ScriptedHost::new(true);
+        host.absent("blkid /dev/vdb")
+            .answer("blkid /dev/vdb", "TYPE=ext4");
+        let blkid = Invocation::new("blkid", ["/dev/vdb"]);
+        assert_eq!(host.probe(&blkid, 2).unwrap(), None);
+        assert_eq!(host.probe(&blkid, 2).unwrap().as_deref(), Some("TYPE=ext4"));
+        assert_eq!(host.probe(&blkid, 2).unwrap().as_deref(), Some("TYPE=ext4"));
+        assert_eq!(host.log().len(), 3);
+    }
+
+    #[test]
+    fn an_unscripted_command_is_an_error() {
+        let mut host = ScriptedHost::new(true);
+        let error = host
+            .run(&Invocation::new("mkfs.ext4", ["/dev/vdb"]))
+            .unwrap_err();
+        assert!(error.to_string().contains("mkfs.ext4 /dev/vdb"), "{error}");
+    }
+
+    #[test]
+    fn the_offline_host_refuses_commands_and_says_why() {
+        let mut host = OfflineHost {
+            root: PathBuf::from("/tmp/tree"),
+        };
+        let error = host
+            .run(&Invocation::new("nft", ["-f", "/etc/nftables.conf"]))
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("`nft -f /etc/nftables.conf`"), "{error}");
+        assert!(error.contains("--root /tmp/tree"), "{error}");
+    }
+
+    #[test]
+    fn the_live_host_tells_absent_from_failed() {
+        let mut host = LiveHost;
+        let absent = Invocation::new("sh", ["-c", "exit 2"]);
+        assert_eq!(host.probe(&absent, 2).unwrap(), None);
+        let found = Invocation::new("sh", ["-c", "echo TYPE=xfs"]);
+        assert_eq!(
+            host.probe(&found, 2).unwrap().as_deref(),
+            Some("TYPE=xfs\n")
+        );
+        let broken = Invocation::new("sh", ["-c", "echo bad >&2; exit 8"]);
+        let error = host.probe(&broken, 2).unwrap_err().to_string();
+        assert!(
+            error.contains("exit status: 8") && error.contains("bad"),
+            "{error}"
+        );
+    }
+}

@@ -1,0 +1,190 @@
+//! `r2a-node`, the first-boot agent inside every image: finds out which node of the
+//! cluster it is, then brings the node to its configured state one idempotent step at
+//! a time (DESIGN.md §4).
+//!
+//! - `r2a-node firstboot` (what `r2a-firstboot.service` runs): identify, record the
+//!   identity, run [`steps::COMMON_STEPS`], write `/run/r2a/status.json`.
+//! - `r2a-node status [--json]`: every step, done, pending or failed.
+//! - `r2a-node identify`: which node this is and how that was found.
+//!
+//! Every path is resolved under `--root` (default `/`); external commands run only when
+//! the root is `/`. Exit codes: 0 success, 1 failure (a retry may succeed), 2
+//! configuration error (it will not; fix the manifest, seed or image).
+
+pub mod config;
+pub mod disk;
+pub mod files;
+pub mod firewall;
+pub mod host;
+pub mod identity;
+pub mod markers;
+pub mod names;
+pub mod network;
+pub mod root;
+pub mod sources;
+pub mod status;
+pub mod steps;
+#[cfg(test)]
+mod testing;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+
+use config::{Config, is_config_error};
+use host::{Host, LiveHost, OfflineHost};
+use markers::now_utc;
+use root::Root;
+use status::{Failure, Report};
+use steps::{COMMON_STEPS, Context, run_step};
+
+/// The command line.
+#[derive(Debug, Parser)]
+#[command(
+    name = "r2a-node",
+    version,
+    about = "First-boot agent of a Ring2All PBX node"
+)]
+pub struct Cli {
+    /// Folder to treat as `/`; commands run (nft, mkfs, mount, ...) only with `/`.
+    #[arg(long, global = true, default_value = "/", value_name = "DIR")]
+    pub root: PathBuf,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Identify this node and apply the common steps (run by r2a-firstboot.service).
+    Firstboot,
+    /// Print every step: done, pending or failed, when, and what it did.
+    Status {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print which node this is and how that was found.
+    Identify,
+}
+
+/// Entry point of the `r2a-node` binary.
+pub fn main() -> ExitCode {
+    run(&Cli::parse())
+}
+
+/// Runs a parsed command line and reports an error on stderr.
+pub fn run(cli: &Cli) -> ExitCode {
+    let root = Root::new(&cli.root);
+    let mut host: Box<dyn Host> = if root.is_system_root() {
+        Box::new(LiveHost)
+    } else {
+        Box::new(OfflineHost {
+            root: cli.root.clone(),
+        })
+    };
+    let result = match &cli.command {
+        Command::Firstboot => firstboot(&root, host.as_mut()).map(drop),
+        Command::Status { json } => print_status(&root, *json),
+        Command::Identify => print_identity(&root, host.as_mut()),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) if is_config_error(&error) => {
+            eprintln!("r2a-node: configuration error: {error:#}");
+            ExitCode::from(2)
+        }
+        Err(error) => {
+            eprintln!("r2a-node: error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Identifies the node, records its identity, runs every common step in order and
+/// stops at the first failure. The report of the run is saved to `/run/r2a/status.json`
+/// either way.
+pub fn firstboot(root: &Root, host: &mut dyn Host) -> anyhow::Result<Report> {
+    let mut failed_step = None;
+    let result = apply_steps(root, host, &mut failed_step);
+    let failure = result.as_ref().err().map(|error| Failure {
+        step: failed_step.clone(),
+        configuration: is_config_error(error),
+        message: format!("{error:#}"),
+        at: now_utc(),
+    });
+    let saved = Report::collect(root, failure).and_then(|report| {
+        report.save(root)?;
+        Ok(report)
+    });
+    match (result, saved) {
+        (Ok(()), saved) => saved,
+        (Err(error), saved) => {
+            if let Err(save_error) = saved {
+                eprintln!("r2a-node: error: could not save the status: {save_error:#}");
+            }
+            Err(match failed_step {
+                Some(step) => error.context(format!("step {step}")),
+                None => error,
+            })
+        }
+    }
+}
+
+fn apply_steps(
+    root: &Root,
+    host: &mut dyn Host,
+    failed_step: &mut Option<String>,
+) -> anyhow::Result<()> {
+    let config = Config::load(root)?;
+    let identity = identity::resolve(root, host, &config)?;
+    identity::record(root, &identity)?;
+    println!(
+        "r2a-node: this is {} of cluster {} (role {}), found by {}: {}",
+        identity.node, identity.cluster, identity.role, identity.source, identity.evidence
+    );
+    let node = config
+        .cluster
+        .node(&identity.node)
+        .context("the identified node is in cluster.json")?;
+    let mut context = Context::new(root, host, &config, node);
+    for step in &COMMON_STEPS {
+        // Saved before each step, so `status` shows progress while a step runs.
+        Report::collect(root, None)?.save(root)?;
+        *failed_step = Some(step.name.to_string());
+        let (marker, changed) = run_step(step, &mut context)?;
+        let verb = if changed { "changed" } else { "in place" };
+        println!("r2a-node: {}: {verb}: {}", step.name, marker.detail);
+    }
+    *failed_step = None;
+    Ok(())
+}
+
+fn print_status(root: &Root, json: bool) -> anyhow::Result<()> {
+    let report = Report::current(root)?;
+    if json {
+        let text = serde_json::to_string_pretty(&report).context("encoding the status")?;
+        println!("{text}");
+    } else {
+        print!("{}", report.to_table());
+    }
+    Ok(())
+}
+
+fn print_identity(root: &Root, host: &mut dyn Host) -> anyhow::Result<()> {
+    let config = Config::load(root)?;
+    let identity = identity::resolve(root, host, &config)?;
+    println!("{}", identity.node);
+    println!(
+        "address {}, role {}, cluster {}; found by {}: {}",
+        identity.address, identity.role, identity.cluster, identity.source, identity.evidence
+    );
+    Ok(())
+}
+
+#[cfg(test)]
+#[path = "firstboot_tests.rs"]
+mod tests;
