@@ -188,8 +188,6 @@ fn check_claim(claim: &Claim, config: &Config) -> anyhow::Result<()> {
     )))
 }
 
-/// Asks every source, strongest first. Also returns what each silent source looked at,
-
 #[cfg(test)]
 #[path = "identity_tests.rs"]
 mod tests;

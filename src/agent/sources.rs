@@ -68,6 +68,7 @@ pub struct Claim {
     pub evidence: String,
 }
 
+/// Asks every source, strongest first. Also returns what each silent source looked at,
 /// for the error when none answers.
 pub fn gather_claims(
     root: &Root,
