@@ -240,7 +240,7 @@ mod tests {
         assert_eq!(source.line_col(0), (1, 1));
         assert_eq!(source.line_col(6), (2, 1));
         // 'é' is two bytes but one column.
-        assert_eq!(source.line_col(9), (2, 4));
+        assert_eq!(source.line_col(9), (2, 3));
         assert_eq!(source.line_text(2), "bé = 2");
     }
 

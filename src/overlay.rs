@@ -230,7 +230,7 @@ fn context_for(inputs: &Inputs<'_>, role: &Role, node: &Node) -> anyhow::Result<
         .map(|(name, value)| (name, value.expose()))
         .collect();
     let mut context = Context::new();
-    context.insert("cluster", &ClusterView::from(cluster));
+    context.insert("cluster", &ClusterFile::from(cluster));
     context.insert("nodes", &cluster.nodes);
     context.insert("nodes_by_role", &nodes_by_role);
     context.insert("node", node);
@@ -239,28 +239,6 @@ fn context_for(inputs: &Inputs<'_>, role: &Role, node: &Node) -> anyhow::Result<
     context.insert("firewall", &firewall);
     context.insert("secrets", &secrets);
     Ok(context)
-}
-
-/// The part of the cluster templates see (no vendor credentials' variable names, no paths).
-#[derive(Serialize)]
-struct ClusterView<'a> {
-    name: &'a str,
-    domain: &'a str,
-    debian: &'a crate::manifest::Debian,
-    network: &'a crate::manifest::Network,
-    ssh_authorized_keys: &'a [String],
-}
-
-impl<'a> From<&'a Cluster> for ClusterView<'a> {
-    fn from(cluster: &'a Cluster) -> Self {
-        ClusterView {
-            name: &cluster.name,
-            domain: &cluster.domain,
-            debian: &cluster.debian,
-            network: &cluster.network,
-            ssh_authorized_keys: &cluster.ssh_authorized_keys,
-        }
-    }
 }
 
 fn render_file(tera: &Tera, file: &SourceFile, context: &Context) -> Result<Vec<u8>, tera::Error> {
@@ -293,13 +271,44 @@ fn with_rules(file: &SourceFile, content: Vec<u8>, base: &Role, role: &Role) -> 
 /// Files the builder writes itself: the cluster and role model for `r2a-node`.
 fn generated_files(cluster: &Cluster, role: &Role) -> anyhow::Result<Vec<OverlayFile>> {
     Ok(vec![
-        generated("/etc/r2a/cluster.json", to_json(cluster)?, "the manifest"),
+        generated(
+            "/etc/r2a/cluster.json",
+            to_json(&ClusterFile::from(cluster))?,
+            "the manifest",
+        ),
         generated(
             "/etc/r2a/role.json",
             to_json(role)?,
             &format!("roles/{}.toml", role.name),
         ),
     ])
+}
+
+/// The cluster as templates and `r2a-node` (`/etc/r2a/cluster.json`) see it: build-host
+/// details (the manifest's path, vendor sources) stay out of the image.
+#[derive(Serialize)]
+struct ClusterFile<'a> {
+    name: &'a str,
+    domain: &'a str,
+    debian: &'a crate::manifest::Debian,
+    network: &'a crate::manifest::Network,
+    nodes: &'a [Node],
+    ssh_authorized_keys: &'a [String],
+    manifest_sha256: &'a str,
+}
+
+impl<'a> From<&'a Cluster> for ClusterFile<'a> {
+    fn from(cluster: &'a Cluster) -> Self {
+        ClusterFile {
+            name: &cluster.name,
+            domain: &cluster.domain,
+            debian: &cluster.debian,
+            network: &cluster.network,
+            nodes: &cluster.nodes,
+            ssh_authorized_keys: &cluster.ssh_authorized_keys,
+            manifest_sha256: &cluster.manifest.sha256,
+        }
+    }
 }
 
 fn generated(path: &str, content: Vec<u8>, from: &str) -> OverlayFile {

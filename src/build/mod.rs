@@ -5,7 +5,7 @@
 
 mod assemble;
 mod bootstrap;
-mod chroot;
+pub mod chroot;
 mod finalize;
 pub mod layer;
 mod packages;

@@ -53,7 +53,12 @@ pub fn resolve(source: &Source, bytes: &[u8], roles: &RoleSet) -> Result<Cluster
     let ssh_authorized_keys = ssh.map(|s| check.ssh_keys(s)).unwrap_or_default();
     let build = check.build(build);
     let vendor = check.vendor();
-    check.node_counts(&raw_nodes, &nodes, roles);
+    // Counting nodes when some failed to decode or resolve would only add noise.
+    let every_node_resolved =
+        nodes.len() == raw_nodes.len() && raw_nodes.len() == check.declared_nodes();
+    if every_node_resolved {
+        check.node_counts(&raw_nodes, &nodes, roles);
+    }
     check.vendor_needed(&raw_nodes, &nodes, &vendor, roles);
 
     let (Some(name), Some(domain), Some(network), Some(vendor)) = (name, domain, network, vendor)
@@ -128,6 +133,13 @@ impl Checker<'_, '_> {
             .iter()
             .filter_map(|item| self.doc.decode(item, self.d))
             .collect()
+    }
+
+    fn declared_nodes(&self) -> usize {
+        self.doc
+            .get("nodes")
+            .and_then(|value| value.get_ref().as_array())
+            .map_or(0, |array| array.len())
     }
 
     fn label(&mut self, name: &Spanned<String>, what: &str) -> String {
@@ -259,7 +271,8 @@ impl Checker<'_, '_> {
         for entry in raw {
             let name = self.label(&entry.name, "node name");
             self.unique(&mut names, name.clone(), entry.name.span(), &name, "name");
-            if roles.get(entry.role.get_ref()).is_none() {
+            let role_known = roles.get(entry.role.get_ref()).is_some();
+            if !role_known {
                 let hint = format!("use one of: {}", roles.names().join(", "));
                 self.error(
                     Some(entry.role.span()),
@@ -305,7 +318,7 @@ impl Checker<'_, '_> {
                     "name the device, e.g. /dev/vdb or /dev/disk/by-id/...",
                 );
             }
-            if let Some(address) = address {
+            if let (Some(address), true) = (address, role_known) {
                 nodes.push(Node {
                     name,
                     role: entry.role.get_ref().clone(),

@@ -1,0 +1,363 @@
+//! Bad manifests, each with the message (and place) it must produce. Every case starts from
+//! one valid manifest and changes one thing, so each row shows exactly what is wrong.
+
+use std::path::Path;
+
+use r2a::manifest::Cluster;
+use r2a::role::RoleSet;
+
+const VALID: &str = r#"vendor = "skip"
+
+[cluster]
+name = "lab"
+domain = "lab.example.com"
+
+[network]
+cidr = "10.77.0.0/24"
+gateway = "10.77.0.1"
+dns = ["10.77.0.1"]
+
+[ssh]
+authorized_keys = ["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJ8c0uD2Xb5wq4Yk0qY8pY3n1m4rZxP2w6b3l9s7u1aB test@lab"]
+
+[[nodes]]
+name = "db1"
+role = "db"
+address = "10.77.0.11"
+mac = "52:54:00:00:00:11"
+
+[[nodes]]
+name = "db2"
+role = "db"
+address = "10.77.0.12"
+
+[[nodes]]
+name = "db3"
+role = "db"
+address = "10.77.0.13"
+
+[[nodes]]
+name = "fs1"
+role = "fs"
+address = "10.77.0.21"
+
+[[nodes]]
+name = "fs2"
+role = "fs"
+address = "10.77.0.22"
+
+[[nodes]]
+name = "fs3"
+role = "fs"
+address = "10.77.0.23"
+
+[[nodes]]
+name = "tel1"
+role = "telephony"
+address = "10.77.0.51"
+memory = "8GiB"
+data_disk = "/dev/vdb"
+"#;
+
+const EXTRA_DB: &str = "\n[[nodes]]\nname = \"db4\"\nrole = \"db\"\naddress = \"10.77.0.14\"\n";
+
+/// (what is wrong, the manifest, text every expected message contains)
+fn cases() -> Vec<(&'static str, String, Vec<&'static str>)> {
+    let edit = |from: &str, to: &str| {
+        assert!(
+            VALID.contains(from),
+            "case edits text that is not there: {from}"
+        );
+        VALID.replacen(from, to, 1)
+    };
+    vec![
+        (
+            "syntax error",
+            edit("name = \"lab\"", "name = \"lab"),
+            vec![":4:12: error: invalid TOML"],
+        ),
+        (
+            "unknown section",
+            edit("[network]", "[netwrok]"),
+            vec![
+                ":7:2: error: unknown section `netwrok`",
+                "missing section [network]",
+            ],
+        ),
+        (
+            "unknown node key",
+            edit("address = \"10.77.0.12\"", "adress = \"10.77.0.12\""),
+            vec![
+                ":24:1: error: unknown field `adress`, expected one of `name`, `role`, `address`",
+                ":21:1: error: missing field `address`",
+            ],
+        ),
+        (
+            "two unknown keys in one node",
+            edit("name = \"db2\"", "name = \"db2\"\nvcpu = 4\nram = \"2G\""),
+            vec!["unknown field `vcpu`", "unknown field `ram`"],
+        ),
+        (
+            "unknown role",
+            edit("role = \"fs\"", "role = \"files\""),
+            vec![
+                ":33:8: error: unknown role `files` for node fs1",
+                "use one of: admin, api, db, fs",
+            ],
+        ),
+        (
+            "duplicate name",
+            edit("name = \"db2\"", "name = \"db1\""),
+            vec![":22:8: error: duplicate name: node db1 (line 16) has it too"],
+        ),
+        (
+            "duplicate address",
+            edit("address = \"10.77.0.12\"", "address = \"10.77.0.11\""),
+            vec![":24:11: error: duplicate address: node db1 (line 18) has it too"],
+        ),
+        (
+            "duplicate MAC",
+            edit(
+                "address = \"10.77.0.12\"",
+                "address = \"10.77.0.12\"\nmac = \"52:54:00:00:00:11\"",
+            ),
+            vec![":25:7: error: duplicate MAC address: node db1 (line 19) has it too"],
+        ),
+        (
+            "address outside the network",
+            edit("address = \"10.77.0.13\"", "address = \"10.78.0.13\""),
+            vec![
+                ":29:11: error: address 10.78.0.13 of node db3 is outside the network 10.77.0.0/24",
+            ],
+        ),
+        (
+            "address is the network's own",
+            edit("address = \"10.77.0.13\"", "address = \"10.77.0.0\""),
+            vec!["is the network's own or broadcast address"],
+        ),
+        (
+            "address is the gateway's",
+            edit("address = \"10.77.0.13\"", "address = \"10.77.0.1\""),
+            vec!["is the gateway's"],
+        ),
+        (
+            "even db count",
+            format!("{VALID}{EXTRA_DB}"),
+            vec![
+                "error: role db needs an odd number of nodes, the manifest has 4 (etcd keeps quorum",
+            ],
+        ),
+        (
+            "db count below 3",
+            edit(
+                "role = \"db\"\naddress = \"10.77.0.12\"",
+                "role = \"fs\"\naddress = \"10.77.0.12\"",
+            )
+            .replacen(
+                "role = \"db\"\naddress = \"10.77.0.13\"",
+                "role = \"fs\"\naddress = \"10.77.0.13\"",
+                1,
+            ),
+            vec![
+                "role db needs at least 3 nodes, the manifest has 1",
+                "role fs needs a multiple of 3 nodes, the manifest has 5",
+            ],
+        ),
+        (
+            "fs count not a multiple of 3",
+            edit(
+                "role = \"fs\"\naddress = \"10.77.0.23\"",
+                "role = \"db\"\naddress = \"10.77.0.23\"",
+            ),
+            vec![
+                "role fs needs at least 3 nodes, the manifest has 2",
+                "role db needs an odd number of nodes, the manifest has 4",
+            ],
+        ),
+        (
+            "no telephony node",
+            edit("role = \"telephony\"", "role = \"api\""),
+            vec![
+                "role telephony needs at least 1 node, the manifest has 0 (calls need at least one telephony server)",
+            ],
+        ),
+        (
+            "vendor packages without a source",
+            edit("vendor = \"skip\"\n", ""),
+            vec![
+                ":47:8: error: role telephony needs vendor packages (freeswitch",
+                "or opt out with vendor = \"skip\"",
+            ],
+        ),
+        (
+            "vendor value not understood",
+            edit("vendor = \"skip\"", "vendor = \"later\""),
+            vec![":1:10: error: vendor = \"later\" is not understood"],
+        ),
+        (
+            "vendor folder missing",
+            edit(
+                "vendor = \"skip\"",
+                "[[vendor.local]]\npath = \"no-such-debs\"",
+            ),
+            vec!["vendor folder", "no-such-debs not found"],
+        ),
+        (
+            "invalid MAC",
+            edit("mac = \"52:54:00:00:00:11\"", "mac = \"52:54:00:00:11\""),
+            vec![":19:7: error: invalid MAC address `52:54:00:00:11`"],
+        ),
+        (
+            "invalid address",
+            edit("address = \"10.77.0.12\"", "address = \"10.77.0.312\""),
+            vec![":24:11: error: invalid node address `10.77.0.312`"],
+        ),
+        (
+            "invalid network",
+            edit("cidr = \"10.77.0.0/24\"", "cidr = \"10.77.0.0/33\""),
+            vec![":8:8: error: invalid network `10.77.0.0/33`"],
+        ),
+        (
+            "gateway outside the network",
+            edit("gateway = \"10.77.0.1\"", "gateway = \"10.99.0.1\""),
+            vec![":9:11: error: gateway 10.99.0.1 is outside the network 10.77.0.0/24"],
+        ),
+        (
+            "node name not a DNS label",
+            edit("name = \"db2\"", "name = \"DB_2\""),
+            vec![":22:8: error: invalid node name `DB_2`"],
+        ),
+        (
+            "unsupported suite",
+            edit("[network]", "[debian]\nsuite = \"bookworm\"\n\n[network]"),
+            vec!["error: unsupported suite `bookworm`"],
+        ),
+        (
+            "invalid size",
+            edit("memory = \"8GiB\"", "memory = \"8 gigs\""),
+            vec![":50:10: error: invalid memory size `8 gigs`"],
+        ),
+        (
+            "not an SSH key",
+            edit("ssh-ed25519 AAAA", "ssh-dss AAAA"),
+            vec![":13:20: error: not an OpenSSH public key"],
+        ),
+        (
+            "data disk not a device",
+            edit("data_disk = \"/dev/vdb\"", "data_disk = \"vdb\""),
+            vec!["error: data disk `vdb` is not a device path"],
+        ),
+        (
+            "wrong type",
+            edit(
+                "address = \"10.77.0.12\"",
+                "address = \"10.77.0.12\"\nvcpus = \"four\"",
+            ),
+            vec!["invalid type: string \"four\", expected u32"],
+        ),
+        (
+            "missing section",
+            edit(
+                "[cluster]\nname = \"lab\"\ndomain = \"lab.example.com\"\n",
+                "",
+            ),
+            vec!["error: missing section [cluster]"],
+        ),
+        (
+            "unknown format",
+            edit("[network]", "[build]\nformats = [\"vmdk\"]\n\n[network]"),
+            vec!["error: unknown format `vmdk`", "use one of: tar"],
+        ),
+        (
+            "unknown bootstrap tool",
+            edit(
+                "[network]",
+                "[build]\nbootstrap = \"cdebootstrap\"\n\n[network]",
+            ),
+            vec!["error: unknown bootstrap tool `cdebootstrap`"],
+        ),
+        (
+            "top-level key after a table",
+            edit("vendor = \"skip\"\n", "").replacen(
+                "dns = [\"10.77.0.1\"]",
+                "dns = [\"10.77.0.1\"]\nvendor = \"skip\"",
+                1,
+            ),
+            vec!["unknown field `vendor`, expected one of"],
+        ),
+    ]
+}
+
+fn roles() -> RoleSet {
+    RoleSet::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("roles"))
+        .expect("the project's roles load")
+}
+
+fn load(text: &str) -> Result<Cluster, String> {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("lab.toml");
+    std::fs::write(&path, text).unwrap();
+    Cluster::load(&path, &roles()).map_err(|error| format!("{error:#}"))
+}
+
+#[test]
+fn the_valid_manifest_is_valid() {
+    let cluster = load(VALID).unwrap();
+    assert_eq!(cluster.nodes.len(), 7);
+    assert_eq!(cluster.nodes[0].mac.as_deref(), Some("52:54:00:00:00:11"));
+    assert_eq!(cluster.nodes[6].memory, Some(8 * 1024 * 1024 * 1024));
+}
+
+#[test]
+fn every_bad_manifest_gets_its_message() {
+    let cases = cases();
+    assert!(cases.len() >= 20);
+    let mut failures = Vec::new();
+    for (what, text, expected) in &cases {
+        match load(text) {
+            Ok(_) => failures.push(format!("{what}: accepted")),
+            Err(message) => {
+                for needle in expected {
+                    if !message.contains(needle) {
+                        failures.push(format!("{what}: expected `{needle}` in:\n{message}"));
+                    }
+                }
+                if !message.contains("= hint: ") {
+                    failures.push(format!("{what}: no hint in:\n{message}"));
+                }
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
+#[test]
+fn every_problem_is_reported_at_once() {
+    let text = VALID
+        .replacen("role = \"fs\"", "role = \"files\"", 1)
+        .replacen("address = \"10.77.0.12\"", "address = \"10.77.0.11\"", 1)
+        .replacen("mac = \"52:54:00:00:00:11\"", "mac = \"zz\"", 1);
+    let message = load(&text).unwrap_err();
+    assert!(message.contains("unknown role `files`"), "{message}");
+    assert!(message.contains("duplicate address"), "{message}");
+    assert!(message.contains("invalid MAC address"), "{message}");
+    assert!(
+        message.contains("problems found; nothing was built"),
+        "{message}"
+    );
+}
+
+#[test]
+fn no_input_makes_it_panic() {
+    // Truncations and byte flips of a valid manifest: each must load or fail cleanly.
+    for cut in (0..VALID.len()).step_by(7) {
+        let _ = load(&VALID[..VALID.floor_char_boundary(cut)]);
+    }
+    for (index, byte) in VALID.bytes().enumerate().step_by(11) {
+        let mut bytes = VALID.as_bytes().to_vec();
+        bytes[index] = byte ^ 0x20;
+        if let Ok(text) = String::from_utf8(bytes) {
+            let _ = load(&text);
+        }
+    }
+}
