@@ -29,6 +29,7 @@ pub const TOOLS: &[Tool] = &[
 pub struct Chroot {
     root: PathBuf,
     apt_archives: Option<PathBuf>,
+    isolated_network: bool,
 }
 
 impl Chroot {
@@ -37,6 +38,7 @@ impl Chroot {
         Chroot {
             root: root.to_path_buf(),
             apt_archives: None,
+            isolated_network: false,
         }
     }
 
@@ -44,6 +46,13 @@ impl Chroot {
     /// downloads a package once.
     pub fn with_apt_archives(mut self, dir: &Path) -> Self {
         self.apt_archives = Some(dir.to_path_buf());
+        self
+    }
+
+    /// Runs in a network namespace of its own, with only a loopback interface: programs
+    /// that check a configuration by connecting to its addresses reach nothing outside.
+    pub fn with_isolated_network(mut self) -> Self {
+        self.isolated_network = true;
         self
     }
 

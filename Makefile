@@ -1,0 +1,40 @@
+# r2a-appliance: `make images` builds the reference cluster's role images, `make test` runs
+# every test (unit, golden, CLI, and real image builds from the Debian mirror), as root.
+
+CARGO    ?= cargo
+MANIFEST ?= examples/reference-cluster.toml
+OUT      ?= out
+CACHE    ?= .cache
+SUDO     := $(if $(filter 0,$(shell id -u)),,sudo)
+
+# Host tools the builder and the tests run (`r2a-image build` names them when missing).
+HOST_PACKAGES := mmdebstrap debootstrap arch-test apt-utils util-linux coreutils dpkg \
+                 tar gzip ca-certificates
+
+.PHONY: all deps build images test lint bench clean
+
+all: build
+
+deps:
+	$(SUDO) apt-get update -qq
+	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(HOST_PACKAGES)
+
+build:
+	$(CARGO) build --release --locked
+
+images: deps build
+	$(SUDO) ./target/release/r2a-image build $(MANIFEST) --out $(OUT) --cache $(CACHE)
+
+test: deps lint
+	$(SUDO) env "PATH=$$PATH" $(CARGO) test --release --locked
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --release --locked --all-targets -- -D warnings
+
+bench: deps build
+	$(SUDO) ./bench/run.sh
+
+clean:
+	$(CARGO) clean
+	rm -rf $(OUT)

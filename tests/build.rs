@@ -1,0 +1,392 @@
+//! Real builds from the Debian mirror (root needed): the db role and the portal role (with
+//! a vendor package from a local folder of .deb files), then the artifacts are opened and
+//! checked, their configs run through the real programs inside the image, and rebuilds are
+//! checked to hit the caches. Layers are cached in target/r2a-test-cache between runs.
+
+mod support;
+
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::Path;
+
+use support::{fixture, in_image, run_image_tool};
+
+#[test]
+fn the_artifacts_and_their_records_are_published() {
+    let fx = fixture();
+    let out = fx.cluster_out();
+    let sums = std::fs::read_to_string(out.join("SHA256SUMS")).unwrap();
+    for role in ["db", "portal"] {
+        let artifact = out.join(role).join("rootfs.tar.gz");
+        let sum = r2a::hash::sha256_file(&artifact).unwrap();
+        assert!(
+            sums.contains(&format!("{sum}  {role}/rootfs.tar.gz")),
+            "{sums}"
+        );
+    }
+    // The db image holds cluster secrets: not readable by others.
+    let mode = std::fs::metadata(out.join("db/rootfs.tar.gz"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o077, 0, "db artifact mode {mode:o}");
+
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("manifest.json")).unwrap()).unwrap();
+    let db = &manifest["images"]["db"];
+    let version = |image: &serde_json::Value, package: &str| {
+        image["packages"][package]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert!(
+        version(db, "postgresql-17").starts_with("17."),
+        "{}",
+        version(db, "postgresql-17")
+    );
+    assert!(
+        version(db, "patroni").starts_with("4."),
+        "{}",
+        version(db, "patroni")
+    );
+    assert!(
+        version(db, "etcd-server").starts_with("3.5."),
+        "{}",
+        version(db, "etcd-server")
+    );
+    assert_eq!(db["layers"][0]["name"], "base");
+    assert_eq!(db["layers"][1]["name"], "db");
+    let portal = &manifest["images"]["portal"];
+    assert_eq!(
+        version(portal, "softswitch-portal"),
+        "1.0.0",
+        "the vendor package from the local folder"
+    );
+    assert_eq!(portal["vendor_skipped"], serde_json::json!([]));
+    let text = serde_json::to_string(&manifest).unwrap();
+    for (_, secret) in fx.secrets().values() {
+        assert!(
+            !text.contains(secret.expose()),
+            "manifest.json holds a secret"
+        );
+    }
+}
+
+#[test]
+fn the_db_image_has_its_packages_configs_and_agent_and_no_node_state() {
+    let fx = fixture();
+    let root = fx.extracted("db");
+    let root = root.path();
+    let agent = root.join("usr/bin/r2a-node");
+    assert_eq!(
+        std::fs::metadata(&agent).unwrap().permissions().mode() & 0o755,
+        0o755
+    );
+    assert!(
+        root.join("usr/lib/systemd/system/r2a-firstboot.service")
+            .is_file()
+    );
+    let wants = root.join("etc/systemd/system/multi-user.target.wants");
+    assert!(
+        wants
+            .join("r2a-firstboot.service")
+            .symlink_metadata()
+            .is_ok(),
+        "the agent's unit is enabled"
+    );
+    for unit in ["etcd.service", "patroni.service", "postgresql.service"] {
+        assert!(
+            wants.join(unit).symlink_metadata().is_err(),
+            "{unit} must be disabled: the agent starts it"
+        );
+    }
+    assert!(root.join("usr/lib/postgresql/17/bin/postgres").is_file());
+    assert!(root.join("usr/bin/patroni").is_file());
+    assert!(root.join("usr/bin/etcd").is_file());
+
+    let postgres_uid = passwd_uid(root, "postgres");
+    for node in ["db1", "db2", "db3"] {
+        let config = root.join(format!("usr/lib/r2a/nodes/{node}/etc/patroni/config.yml"));
+        let metadata =
+            std::fs::metadata(&config).unwrap_or_else(|_| panic!("{} missing", config.display()));
+        assert_eq!(
+            metadata.permissions().mode() & 0o777,
+            0o600,
+            "{}",
+            config.display()
+        );
+        assert_eq!(
+            metadata.uid(),
+            postgres_uid,
+            "{} is postgres's",
+            config.display()
+        );
+        assert!(
+            std::fs::read_to_string(
+                root.join(format!("usr/lib/r2a/nodes/{node}/etc/default/etcd"))
+            )
+            .unwrap()
+            .contains(node)
+        );
+    }
+    let hosts = std::fs::read_to_string(root.join("etc/hosts")).unwrap();
+    for node in ["db1", "db2", "db3", "fs1", "portal1", "tel1"] {
+        assert!(hosts.contains(node), "/etc/hosts lacks {node}:\n{hosts}");
+    }
+
+    assert_eq!(
+        std::fs::read(root.join("etc/machine-id")).unwrap(),
+        b"",
+        "machine-id is made on first boot"
+    );
+    let forbidden = [
+        "var/lib/dbus/machine-id",
+        "var/lib/postgresql/17",
+        "etc/postgresql/17/main",
+        "var/lib/glusterd/glusterd.info",
+        "usr/sbin/policy-rc.d",
+        "etc/resolv.conf.r2a-saved",
+    ];
+    for path in forbidden {
+        assert!(
+            root.join(path).symlink_metadata().is_err(),
+            "{path} must not be in the image"
+        );
+    }
+    assert_empty_or_absent(&root.join("var/lib/etcd"));
+    let host_keys: Vec<_> = std::fs::read_dir(root.join("etc/ssh"))
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().starts_with("ssh_host_"))
+        .collect();
+    assert!(host_keys.is_empty(), "SSH host keys are made on the node");
+    let lists: Vec<_> = std::fs::read_dir(root.join("var/lib/apt/lists"))
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_type().unwrap().is_file())
+        .collect();
+    assert!(lists.is_empty(), "apt lists are not shipped");
+    let createcluster =
+        std::fs::read_to_string(root.join("etc/postgresql-common/createcluster.conf")).unwrap();
+    assert!(createcluster.contains("create_main_cluster = false"));
+}
+
+#[test]
+fn the_rendered_configs_pass_the_real_programs_inside_the_images() {
+    let fx = fixture();
+    let db = fx.extracted("db");
+    in_image(
+        db.path(),
+        "ssh-keygen -q -t ed25519 -N '' -f /tmp/hostkey && /usr/sbin/sshd -t -h /tmp/hostkey",
+    );
+    in_image(db.path(), "nft -c -f /etc/nftables.conf");
+    // Patroni's validator connects to every etcd host: run the three etcd members from
+    // their own rendered files, on loopback addresses inside the check's namespace.
+    let mut script = String::from("ip link set lo up\n");
+    for (node, address) in [
+        ("db1", "10.77.0.11"),
+        ("db2", "10.77.0.12"),
+        ("db3", "10.77.0.13"),
+    ] {
+        script.push_str(&format!(
+            "ip addr add {address}/32 dev lo\n(set -a; . /usr/lib/r2a/nodes/{node}/etc/default/etcd; ETCD_DATA_DIR=/tmp/etcd-{node}; exec etcd) >/tmp/etcd-{node}.log 2>&1 &\n"
+        ));
+    }
+    script.push_str("for i in $(seq 50); do etcdctl --endpoints=http://10.77.0.11:2379,http://10.77.0.12:2379,http://10.77.0.13:2379 endpoint health >/dev/null 2>&1 && break; sleep 0.2; done\n");
+    script.push_str(
+        "etcdctl --endpoints=http://10.77.0.11:2379 member list | grep -c started | grep -qx 3\n",
+    );
+    script.push_str("install -d -o postgres -g postgres -m 700 /var/lib/postgresql/17/main\n");
+    for node in ["db1", "db2", "db3"] {
+        script.push_str(&format!("runuser -u postgres -- patroni --validate-config /usr/lib/r2a/nodes/{node}/etc/patroni/config.yml\n"));
+    }
+    in_image(db.path(), &script);
+    let portal = fx.extracted("portal");
+    in_image(portal.path(), "haproxy -c -f /etc/haproxy/haproxy.cfg");
+    in_image(portal.path(), "nft -c -f /etc/nftables.conf");
+    // The vendor package is installed, its temporary repository is gone.
+    assert!(
+        portal
+            .path()
+            .join("usr/share/softswitch-portal/VERSION")
+            .is_file()
+    );
+    for path in [
+        "var/lib/r2a-vendor-local",
+        "etc/apt/sources.list.d/r2a-vendor-local.list",
+    ] {
+        assert!(
+            portal.path().join(path).symlink_metadata().is_err(),
+            "{path} left in the image"
+        );
+    }
+}
+
+#[test]
+fn an_unchanged_rebuild_hits_every_cache_and_keeps_the_artifacts() {
+    let fx = fixture();
+    let _build = fx.lock();
+    let before = std::fs::read_to_string(fx.cluster_out().join("SHA256SUMS")).unwrap();
+    let output = fx.build(&["--role", "db", "--role", "portal"], None);
+    assert!(output.status.success(), "{}", output.stderr);
+    for line in ["base layer", "db: package layer", "portal: package layer"] {
+        let hit = output
+            .stderr
+            .lines()
+            .any(|l| l.contains(line) && l.contains("(cached)"));
+        assert!(hit, "{line} was not a cache hit:\n{}", output.stderr);
+    }
+    assert_eq!(
+        output.stderr.matches("unchanged, kept").count(),
+        2,
+        "{}",
+        output.stderr
+    );
+    assert_eq!(
+        before,
+        std::fs::read_to_string(fx.cluster_out().join("SHA256SUMS")).unwrap()
+    );
+
+    let plan = run_image_tool(
+        &[
+            "plan",
+            fx.manifest.to_str().unwrap(),
+            "--cache",
+            fx.cache.to_str().unwrap(),
+            "--role",
+            "db",
+            "--json",
+        ],
+        None,
+    );
+    let plan: serde_json::Value = serde_json::from_str(&plan.stdout).unwrap();
+    assert_eq!(plan["base"]["cached"], true);
+    assert_eq!(plan["roles"][0]["layer"]["cached"], true);
+}
+
+#[test]
+fn an_overlay_change_rebuilds_the_image_but_no_package_layer() {
+    let fx = fixture();
+    let _build = fx.lock();
+    let data = fx.data_copy();
+    std::fs::write(
+        data.path().join("overlays/common/etc/motd"),
+        "changed overlay\n",
+    )
+    .unwrap();
+    let output = fx.build(&["--role", "portal"], Some(data.path()));
+    assert!(output.status.success(), "{}", output.stderr);
+    assert!(
+        output
+            .stderr
+            .lines()
+            .any(|l| l.contains("portal: package layer") && l.contains("(cached)")),
+        "{}",
+        output.stderr
+    );
+    assert!(
+        !output.stderr.contains("unchanged, kept"),
+        "the image must be rebuilt:\n{}",
+        output.stderr
+    );
+    let tree = fx.extracted("portal");
+    assert_eq!(
+        std::fs::read_to_string(tree.path().join("etc/motd")).unwrap(),
+        "changed overlay\n"
+    );
+    // Put the project's own overlay back for the other tests.
+    let output = fx.build(&["--role", "portal"], None);
+    assert!(output.status.success(), "{}", output.stderr);
+}
+
+#[test]
+fn a_failed_build_leaves_no_partial_artifact_and_no_work_tree() {
+    let fx = fixture();
+    let _build = fx.lock();
+    let before = std::fs::read_to_string(fx.cluster_out().join("SHA256SUMS")).unwrap();
+    let data = fx.data_copy();
+    // A file owned by a user the image does not have fails the overlay stage.
+    let role = data.path().join("roles/portal.toml");
+    let text = std::fs::read_to_string(&role).unwrap()
+        + "\n[[files]]\npath = \"/etc/hosts\"\nmode = \"0644\"\nowner = \"no-such-user\"\n";
+    std::fs::write(&role, text).unwrap();
+    let output = fx.build(&["--role", "portal"], Some(data.path()));
+    assert!(!output.status.success());
+    assert!(
+        output
+            .stderr
+            .contains("user `no-such-user` does not exist in the image"),
+        "{}",
+        output.stderr
+    );
+    assert_eq!(
+        before,
+        std::fs::read_to_string(fx.cluster_out().join("SHA256SUMS")).unwrap()
+    );
+    let leftovers: Vec<_> = std::fs::read_dir(fx.cluster_out())
+        .unwrap()
+        .filter_map(Result::ok)
+        .map(|e| e.file_name())
+        .filter(|n| n.to_string_lossy().starts_with('.'))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+    assert_eq!(
+        std::fs::read_dir(fx.cache.join("work")).unwrap().count(),
+        0,
+        "work trees are removed"
+    );
+}
+
+#[test]
+fn invalid_input_exits_2_and_writes_nothing() {
+    let fx = fixture();
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = dir.path().join("bad.toml");
+    std::fs::write(
+        &manifest,
+        std::fs::read_to_string(&fx.manifest)
+            .unwrap()
+            .replace("role = \"portal\"", "role = \"portl\""),
+    )
+    .unwrap();
+    let out = dir.path().join("out");
+    let output = run_image_tool(
+        &[
+            "build",
+            manifest.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--cache",
+            fx.cache.to_str().unwrap(),
+        ],
+        None,
+    );
+    assert_eq!(output.status.code(), Some(2), "{}", output.stderr);
+    assert!(
+        output.stderr.contains("bad.toml:") && output.stderr.contains("unknown role `portl`"),
+        "{}",
+        output.stderr
+    );
+    assert!(!out.exists(), "nothing may be written for invalid input");
+}
+
+fn passwd_uid(root: &Path, user: &str) -> u32 {
+    let passwd = std::fs::read_to_string(root.join("etc/passwd")).unwrap();
+    passwd
+        .lines()
+        .find_map(|line| {
+            line.strip_prefix(&format!("{user}:x:"))
+                .and_then(|rest| rest.split(':').next()?.parse().ok())
+        })
+        .unwrap()
+}
+
+fn assert_empty_or_absent(dir: &Path) {
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        let names: Vec<_> = entries
+            .filter_map(Result::ok)
+            .map(|e| e.file_name())
+            .collect();
+        assert!(names.is_empty(), "{} holds {names:?}", dir.display());
+    }
+}

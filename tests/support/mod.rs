@@ -1,0 +1,244 @@
+//! Shared harness of the build tests: one test cluster built once per run, a lock so that
+//! rebuilds never overlap, and helpers to open artifacts and run programs inside them.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::{Mutex, MutexGuard, OnceLock};
+
+use r2a::build::chroot::Chroot;
+use r2a::secrets::Secrets;
+
+/// The test cluster: three db nodes, three fs nodes, a portal and a telephony node on the
+/// test network; vendor packages come from a local folder of .deb files.
+const MANIFEST: &str = r#"[cluster]
+name = "r2a-test"
+domain = "test.r2a.internal"
+
+[network]
+cidr = "10.77.0.0/24"
+gateway = "10.77.0.1"
+dns = ["10.77.0.1"]
+
+[ssh]
+authorized_keys = ["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJ8c0uD2Xb5wq4Yk0qY8pY3n1m4rZxP2w6b3l9s7u1aB test@r2a"]
+
+[[vendor.local]]
+path = "vendor"
+
+[[nodes]]
+name = "db1"
+role = "db"
+address = "10.77.0.11"
+data_disk = "/dev/vdb"
+
+[[nodes]]
+name = "db2"
+role = "db"
+address = "10.77.0.12"
+
+[[nodes]]
+name = "db3"
+role = "db"
+address = "10.77.0.13"
+
+[[nodes]]
+name = "fs1"
+role = "fs"
+address = "10.77.0.21"
+
+[[nodes]]
+name = "fs2"
+role = "fs"
+address = "10.77.0.22"
+
+[[nodes]]
+name = "fs3"
+role = "fs"
+address = "10.77.0.23"
+
+[[nodes]]
+name = "portal1"
+role = "portal"
+address = "10.77.0.31"
+
+[[nodes]]
+name = "tel1"
+role = "telephony"
+address = "10.77.0.51"
+"#;
+
+/// The built test cluster.
+pub struct Fixture {
+    /// The manifest.
+    pub manifest: PathBuf,
+    /// The output folder.
+    pub out: PathBuf,
+    /// The layer cache, kept between runs.
+    pub cache: PathBuf,
+    lock: Mutex<()>,
+}
+
+/// A finished run of `r2a-image`.
+pub struct Output {
+    /// Exit status.
+    pub status: std::process::ExitStatus,
+    /// What it printed on stdout.
+    pub stdout: String,
+    /// What it printed on stderr.
+    pub stderr: String,
+}
+
+/// The test cluster, built (db and portal roles) by the first test that asks for it.
+pub fn fixture() -> &'static Fixture {
+    static FIXTURE: OnceLock<Fixture> = OnceLock::new();
+    FIXTURE.get_or_init(|| {
+        assert!(
+            rustix::process::geteuid().is_root(),
+            "the build tests need root: run `make test` (it uses sudo when needed)"
+        );
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("r2a-build-test");
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("vendor")).unwrap();
+        std::fs::write(dir.join("cluster.toml"), MANIFEST).unwrap();
+        make_vendor_deb(&dir.join("vendor"));
+        let fixture = Fixture {
+            manifest: dir.join("cluster.toml"),
+            out: dir.join("out"),
+            cache: Path::new(env!("CARGO_TARGET_TMPDIR")).join("r2a-test-cache"),
+            lock: Mutex::new(()),
+        };
+        let output = fixture.build(&["--role", "db", "--role", "portal"], None);
+        assert!(
+            output.status.success(),
+            "the first build failed:\n{}",
+            output.stderr
+        );
+        fixture
+    })
+}
+
+impl Fixture {
+    /// Serializes builds: tests that rebuild hold this.
+    pub fn lock(&self) -> MutexGuard<'_, ()> {
+        self.lock
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// `out/<cluster>/`.
+    pub fn cluster_out(&self) -> PathBuf {
+        self.out.join("r2a-test")
+    }
+
+    /// Runs `r2a-image build` on the test cluster with extra arguments.
+    pub fn build(&self, args: &[&str], data: Option<&Path>) -> Output {
+        let mut argv = vec![
+            "build",
+            self.manifest.to_str().unwrap(),
+            "--out",
+            self.out.to_str().unwrap(),
+            "--cache",
+            self.cache.to_str().unwrap(),
+            "--agent",
+            env!("CARGO_BIN_EXE_r2a-node"),
+        ];
+        argv.extend(args);
+        run_image_tool(&argv, data)
+    }
+
+    /// The cluster's secrets.
+    pub fn secrets(&self) -> Secrets {
+        Secrets::load_existing(&self.manifest).unwrap()
+    }
+
+    /// A role's rootfs.tar.gz unpacked into a temporary folder (owners kept).
+    pub fn extracted(&self, role: &str) -> tempfile::TempDir {
+        let _build = self.lock();
+        let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+        let artifact = self.cluster_out().join(role).join("rootfs.tar.gz");
+        let status = Command::new("tar")
+            .args(["-xzf"])
+            .arg(&artifact)
+            .args(["--numeric-owner", "-C"])
+            .arg(dir.path())
+            .status()
+            .unwrap();
+        assert!(status.success(), "unpacking {}", artifact.display());
+        dir
+    }
+
+    /// A copy of the project's roles/ and overlays/, to change for one test.
+    pub fn data_copy(&self) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        for folder in ["roles", "overlays"] {
+            let status = Command::new("cp")
+                .arg("-a")
+                .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join(folder))
+                .arg(dir.path())
+                .status()
+                .unwrap();
+            assert!(status.success());
+        }
+        dir
+    }
+}
+
+/// Runs `r2a-image` with `args`, optionally on another data folder.
+pub fn run_image_tool(args: &[&str], data: Option<&Path>) -> Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_r2a-image"));
+    if let Some(data) = data {
+        command.arg("--data").arg(data);
+    }
+    let output = command
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("running r2a-image");
+    Output {
+        status: output.status,
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+/// Runs a shell script inside an unpacked image, in a network namespace of its own (only
+/// loopback: nothing a check connects to can be outside this machine); panics with its
+/// output if it fails.
+pub fn in_image(root: &Path, script: &str) {
+    let lines = Mutex::new(Vec::new());
+    let chroot = Chroot::new(root).with_isolated_network();
+    let result = chroot.run(&["sh", "-ec", script], &|line| {
+        lines.lock().unwrap().push(line.to_string())
+    });
+    if let Err(error) = result {
+        panic!(
+            "`{script}` failed in the image: {error:#}\n{}",
+            lines.into_inner().unwrap().join("\n")
+        );
+    }
+}
+
+/// A stand-in for the vendor's portal package, built with dpkg-deb.
+fn make_vendor_deb(folder: &Path) {
+    let tree = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(tree.path().join("DEBIAN")).unwrap();
+    std::fs::create_dir_all(tree.path().join("usr/share/softswitch-portal")).unwrap();
+    std::fs::write(
+        tree.path().join("DEBIAN/control"),
+        "Package: softswitch-portal\nVersion: 1.0.0\nArchitecture: all\nMaintainer: r2a tests <tests@r2a.invalid>\nDescription: stand-in for the vendor portal package\n",
+    )
+    .unwrap();
+    std::fs::write(
+        tree.path().join("usr/share/softswitch-portal/VERSION"),
+        "1.0.0\n",
+    )
+    .unwrap();
+    let status = Command::new("dpkg-deb")
+        .args(["--root-owner-group", "--build"])
+        .arg(tree.path())
+        .arg(folder.join("softswitch-portal_1.0.0_all.deb"))
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success(), "dpkg-deb failed");
+}
