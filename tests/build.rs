@@ -177,11 +177,12 @@ fn the_rendered_configs_pass_the_real_programs_inside_the_images() {
     let db = fx.extracted("db");
     in_image(
         db.path(),
-        "ssh-keygen -q -t ed25519 -N '' -f /tmp/hostkey && /usr/sbin/sshd -t -h /tmp/hostkey",
+        "mkdir -p /run/sshd && ssh-keygen -q -t ed25519 -N '' -f /tmp/hostkey && /usr/sbin/sshd -t -h /tmp/hostkey",
     );
     in_image(db.path(), "nft -c -f /etc/nftables.conf");
     // Patroni's validator connects to every etcd host: run the three etcd members from
-    // their own rendered files, on loopback addresses inside the check's namespace.
+    // their own rendered files, on loopback addresses inside the check's namespace. All
+    // three share that namespace, so each gives up the 127.0.0.1 listeners a real node has.
     let mut script = String::from("ip link set lo up\n");
     for (node, address) in [
         ("db1", "10.77.0.11"),
@@ -189,12 +190,12 @@ fn the_rendered_configs_pass_the_real_programs_inside_the_images() {
         ("db3", "10.77.0.13"),
     ] {
         script.push_str(&format!(
-            "ip addr add {address}/32 dev lo\n(set -a; . /usr/lib/r2a/nodes/{node}/etc/default/etcd; ETCD_DATA_DIR=/tmp/etcd-{node}; exec etcd) >/tmp/etcd-{node}.log 2>&1 &\n"
+            "ip addr add {address}/32 dev lo\n(set -a; . /usr/lib/r2a/nodes/{node}/etc/default/etcd; ETCD_DATA_DIR=/tmp/etcd-{node}; ETCD_LISTEN_CLIENT_URLS=http://{address}:2379; ETCD_LISTEN_METRICS_URLS=http://{address}:2381; exec etcd) >/tmp/etcd-{node}.log 2>&1 &\n"
         ));
     }
     script.push_str("for i in $(seq 50); do etcdctl --endpoints=http://10.77.0.11:2379,http://10.77.0.12:2379,http://10.77.0.13:2379 endpoint health >/dev/null 2>&1 && break; sleep 0.2; done\n");
     script.push_str(
-        "etcdctl --endpoints=http://10.77.0.11:2379 member list | grep -c started | grep -qx 3\n",
+        "etcdctl --endpoints=http://10.77.0.11:2379 member list | grep -c started | grep -qx 3 || { tail -n 5 /tmp/etcd-*.log; exit 1; }\n",
     );
     script.push_str("install -d -o postgres -g postgres -m 700 /var/lib/postgresql/17/main\n");
     for node in ["db1", "db2", "db3"] {

@@ -56,6 +56,15 @@ impl Chroot {
         self
     }
 
+    /// The `unshare` options: a mount and PID namespace always, a network one on request.
+    fn namespaces(&self) -> Vec<&'static str> {
+        let mut options = vec!["--mount", "--pid", "--fork", "--kill-child"];
+        if self.isolated_network {
+            options.push("--net");
+        }
+        options
+    }
+
     /// Runs `argv` inside the tree; each line it prints goes to `on_line`.
     pub fn run(&self, argv: &[&str], on_line: &(dyn Fn(&str) + Sync)) -> anyhow::Result<()> {
         let root = self.root.to_str().context("image tree path is not UTF-8")?;
@@ -73,17 +82,8 @@ impl Chroot {
         script.push_str("exec chroot \"$R\" \"$@\"\n");
         let mut command = Command::new("unshare");
         command
-            .args([
-                "--mount",
-                "--pid",
-                "--fork",
-                "--kill-child",
-                "--",
-                "sh",
-                "-c",
-                &script,
-                "r2a-chroot",
-            ])
+            .args(self.namespaces())
+            .args(["--", "sh", "-c", &script, "r2a-chroot"])
             .args(argv)
             .env("R", root)
             .env("DEBIAN_FRONTEND", "noninteractive")
@@ -146,5 +146,22 @@ impl Drop for InstallGuard {
         if let Some(saved) = &self.saved_resolv {
             let _ = std::fs::rename(saved, &resolv);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_isolated_run_gets_a_network_namespace_of_its_own() {
+        let tree = Path::new("/nonexistent");
+        assert!(!Chroot::new(tree).namespaces().contains(&"--net"));
+        assert!(
+            Chroot::new(tree)
+                .with_isolated_network()
+                .namespaces()
+                .contains(&"--net")
+        );
     }
 }

@@ -6,6 +6,7 @@
 mod assemble;
 mod bootstrap;
 pub mod chroot;
+mod chunked_gzip;
 mod finalize;
 pub mod layer;
 mod packages;

@@ -145,9 +145,14 @@ impl Staging {
             };
             let path = dir.join(name);
             stage.bytes(tree_size(&tree.root));
-            tarball::write(&tree.root, &path, ctx.source_date_epoch, &|bytes| {
-                stage.advance(bytes)
-            })?;
+            let members = ctx.options.cache.join("gzip-members");
+            let chunks = tarball::write(
+                &tree.root,
+                &path,
+                ctx.source_date_epoch,
+                &members,
+                &|bytes| stage.advance(bytes),
+            )?;
             fsutil::set_mode(&path, mode)?;
             let size = std::fs::metadata(&path)?.len();
             artifacts.push(ArtifactRecord {
@@ -156,7 +161,12 @@ impl Staging {
                 sha256: sha256_file(&path)?,
                 size,
             });
-            stage.finish(&bytesize::ByteSize(size).display().iec().to_string());
+            stage.finish(&format!(
+                "{}, {} chunks compressed, {} reused",
+                bytesize::ByteSize(size).display().iec(),
+                chunks.compressed,
+                chunks.reused
+            ));
         }
         let layer = layers.last().expect("a role has layers");
         self.built.push(ImageRecord {

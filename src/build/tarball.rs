@@ -4,28 +4,35 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::{BufWriter, Write};
+use std::io::BufWriter;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::Path;
 
 use anyhow::Context;
-use flate2::{Compression, GzBuilder};
 use tar::{EntryType, Header};
+
+use super::chunked_gzip::{ChunkStats, ChunkedGzip};
 
 /// Extended attributes worth keeping; others (e.g. SELinux labels of the build host) are not.
 const KEPT_XATTRS: &[&str] = &["security.capability"];
 
-/// Writes `root` as a gzipped tarball to `out`; `progress` is told each file's size.
-pub fn write(root: &Path, out: &Path, epoch: i64, progress: &dyn Fn(u64)) -> anyhow::Result<()> {
+/// Writes `root` as a gzipped tarball to `out`, compressing through the member cache in
+/// `chunks` (see [`ChunkedGzip`]); `progress` is told each file's size.
+pub fn write(
+    root: &Path,
+    out: &Path,
+    epoch: i64,
+    chunks: &Path,
+    progress: &dyn Fn(u64),
+) -> anyhow::Result<ChunkStats> {
     let file = File::create(out).with_context(|| format!("creating {}", out.display()))?;
-    let gzip = GzBuilder::new()
-        .mtime(0)
-        .write(BufWriter::with_capacity(1 << 20, file), Compression::new(6));
-    let mut builder = tar::Builder::new(gzip);
-    builder.follow_symlinks(false);
-    let mut first_path_of_inode: HashMap<(u64, u64), String> = HashMap::new();
-    let clamp = |time: i64| time.min(epoch).max(0) as u64;
-
+    let gzip = ChunkedGzip::new(BufWriter::with_capacity(1 << 20, file), chunks)?;
+    let mut archive = Archive {
+        builder: tar::Builder::new(gzip),
+        first_path_of_inode: HashMap::new(),
+        epoch,
+    };
+    archive.builder.follow_symlinks(false);
     for entry in walkdir::WalkDir::new(root).sort_by_file_name() {
         crate::interrupt::check()?;
         let entry = entry.with_context(|| format!("walking {}", root.display()))?;
@@ -38,51 +45,75 @@ pub fn write(root: &Path, out: &Path, epoch: i64, progress: &dyn Fn(u64)) -> any
         } else {
             format!("./{}", relative.to_string_lossy())
         };
-        let metadata = entry
-            .metadata()
-            .with_context(|| format!("reading {}", entry.path().display()))?;
-        let file_type = metadata.file_type();
+        let size = archive
+            .append(entry.path(), &name)
+            .with_context(|| format!("archiving {}", entry.path().display()))?;
+        archive.builder.get_mut().entry_end(&name)?;
+        progress(size);
+    }
+    let gzip = archive
+        .builder
+        .into_inner()
+        .context("finishing the tar stream")?;
+    let (writer, stats) = gzip.finish().context("finishing the gzip stream")?;
+    writer
+        .into_inner()
+        .map_err(|e| e.into_error())?
+        .sync_all()?;
+    Ok(stats)
+}
 
+struct Archive<W: std::io::Write> {
+    builder: tar::Builder<W>,
+    first_path_of_inode: HashMap<(u64, u64), String>,
+    epoch: i64,
+}
+
+impl<W: std::io::Write> Archive<W> {
+    /// Appends one path (not following links); returns the bytes of content it added.
+    fn append(&mut self, path: &Path, name: &str) -> anyhow::Result<u64> {
+        let metadata = path.symlink_metadata()?;
+        let file_type = metadata.file_type();
         let mut header = Header::new_gnu();
         header.set_mode(metadata.mode() & 0o7777);
         header.set_uid(u64::from(metadata.uid()));
         header.set_gid(u64::from(metadata.gid()));
-        header.set_mtime(clamp(metadata.mtime()));
+        header.set_mtime(metadata.mtime().clamp(0, self.epoch.max(0)) as u64);
         header.set_size(0);
 
-        let xattrs = kept_xattrs(entry.path());
+        let xattrs = kept_xattrs(path);
         if !xattrs.is_empty() {
             let pax: Vec<(String, &[u8])> = xattrs
                 .iter()
                 .map(|(key, value)| (format!("SCHILY.xattr.{key}"), value.as_slice()))
                 .collect();
-            builder.append_pax_extensions(pax.iter().map(|(key, value)| (key.as_str(), *value)))?;
+            self.builder
+                .append_pax_extensions(pax.iter().map(|(key, value)| (key.as_str(), *value)))?;
         }
-
         if file_type.is_file() && metadata.nlink() > 1 {
             let inode = (metadata.dev(), metadata.ino());
-            if let Some(target) = first_path_of_inode.get(&inode) {
+            if let Some(target) = self.first_path_of_inode.get(&inode) {
                 header.set_entry_type(EntryType::Link);
-                builder.append_link(&mut header, &name, target.trim_start_matches("./"))?;
-                continue;
+                self.builder
+                    .append_link(&mut header, name, target.trim_start_matches("./"))?;
+                return Ok(0);
             }
-            first_path_of_inode.insert(inode, name.clone());
+            self.first_path_of_inode.insert(inode, name.to_string());
         }
-
         if file_type.is_dir() {
             header.set_entry_type(EntryType::Directory);
-            builder.append_data(&mut header, &name, std::io::empty())?;
+            self.builder
+                .append_data(&mut header, name, std::io::empty())?;
         } else if file_type.is_file() {
             header.set_entry_type(EntryType::Regular);
             header.set_size(metadata.len());
-            let content = File::open(entry.path())
-                .with_context(|| format!("reading {}", entry.path().display()))?;
-            builder.append_data(&mut header, &name, content)?;
-            progress(metadata.len());
+            self.builder
+                .append_data(&mut header, name, File::open(path)?)?;
+            return Ok(metadata.len());
         } else if file_type.is_symlink() {
             header.set_entry_type(EntryType::Symlink);
-            let target = std::fs::read_link(entry.path())?;
-            builder.append_link(&mut header, &name, target)?;
+            self.builder
+                .append_link(&mut header, name, std::fs::read_link(path)?)?;
         } else {
             let (kind, device) = if file_type.is_char_device() {
                 (EntryType::Char, Some(metadata.rdev()))
@@ -92,24 +123,18 @@ pub fn write(root: &Path, out: &Path, epoch: i64, progress: &dyn Fn(u64)) -> any
                 (EntryType::Fifo, None)
             } else {
                 // Sockets have no place in an image.
-                continue;
+                return Ok(0);
             };
             header.set_entry_type(kind);
             if let Some(device) = device {
                 header.set_device_major(rustix::fs::major(device))?;
                 header.set_device_minor(rustix::fs::minor(device))?;
             }
-            builder.append_data(&mut header, &name, std::io::empty())?;
+            self.builder
+                .append_data(&mut header, name, std::io::empty())?;
         }
+        Ok(0)
     }
-    let gzip = builder.into_inner().context("finishing the tar stream")?;
-    let mut writer = gzip.finish().context("finishing the gzip stream")?;
-    writer.flush()?;
-    writer
-        .into_inner()
-        .map_err(|e| e.into_error())?
-        .sync_all()?;
-    Ok(())
 }
 
 /// The kept extended attributes of a path (not following links). A filesystem without
@@ -145,14 +170,28 @@ mod tests {
     fn same_tree_same_bytes_sorted_and_clamped() {
         let tree = sample_tree();
         let out = tempfile::tempdir().unwrap();
-        write(tree.path(), &out.path().join("1.tar.gz"), 1000, &|_| {}).unwrap();
+        write(
+            tree.path(),
+            &out.path().join("1.tar.gz"),
+            1000,
+            out.path(),
+            &|_| {},
+        )
+        .unwrap();
         // A later touch must not change the archive: times are clamped.
         std::fs::write(tree.path().join("etc/z.conf"), "z").unwrap();
-        write(tree.path(), &out.path().join("2.tar.gz"), 1000, &|_| {}).unwrap();
+        write(
+            tree.path(),
+            &out.path().join("2.tar.gz"),
+            1000,
+            out.path(),
+            &|_| {},
+        )
+        .unwrap();
         let first = std::fs::read(out.path().join("1.tar.gz")).unwrap();
         assert_eq!(first, std::fs::read(out.path().join("2.tar.gz")).unwrap());
 
-        let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(first.as_slice()));
+        let mut archive = tar::Archive::new(flate2::read::MultiGzDecoder::new(first.as_slice()));
         let entries: Vec<(String, EntryType, u64)> = archive
             .entries()
             .unwrap()

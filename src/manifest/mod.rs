@@ -3,8 +3,10 @@
 //! `Cluster::load` reads a manifest file, checks it against the role definitions and
 //! returns either a `Cluster` or every problem found, each with file, line and a hint.
 
+mod nodes;
 mod raw;
 mod resolve;
+mod vendor;
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};

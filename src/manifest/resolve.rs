@@ -1,17 +1,15 @@
 //! Raw manifest → validated [`Cluster`], collecting every problem on the way.
 
-use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr};
 use std::ops::Range;
-use std::path::{Path, PathBuf};
 
 use ipnet::Ipv4Net;
 use toml::Spanned;
 
 use super::raw;
 use super::{
-    AptRepository, Bootstrap, BuildSettings, Cluster, DEFAULT_MIRROR, DEFAULT_SOURCE_DATE_EPOCH,
-    Debian, Format, ManifestFile, Network, Node, SUITE, Vendor,
+    Bootstrap, BuildSettings, Cluster, DEFAULT_MIRROR, DEFAULT_SOURCE_DATE_EPOCH, Debian, Format,
+    ManifestFile, Network, SUITE,
 };
 use crate::diag::{Diagnostics, InvalidInput, Source};
 use crate::hash::sha256_hex;
@@ -83,18 +81,27 @@ pub fn resolve(source: &Source, bytes: &[u8], roles: &RoleSet) -> Result<Cluster
     })
 }
 
-struct Checker<'a, 's> {
-    doc: &'a Document<'s>,
-    d: &'a mut Diagnostics,
+pub(super) struct Checker<'a, 's> {
+    pub(super) doc: &'a Document<'s>,
+    pub(super) d: &'a mut Diagnostics,
 }
 
 impl Checker<'_, '_> {
-    fn error(&mut self, span: Option<Range<usize>>, message: impl Into<String>, hint: &str) {
+    pub(super) fn error(
+        &mut self,
+        span: Option<Range<usize>>,
+        message: impl Into<String>,
+        hint: &str,
+    ) {
         self.d
             .at(self.doc.source, span, message, Some(hint.to_string()));
     }
 
-    fn section<T: serde::de::DeserializeOwned>(&mut self, key: &str, required: bool) -> Option<T> {
+    pub(super) fn section<T: serde::de::DeserializeOwned>(
+        &mut self,
+        key: &str,
+        required: bool,
+    ) -> Option<T> {
         match self.doc.get(key) {
             Some(value) => self.doc.decode(value, self.d),
             None => {
@@ -110,39 +117,7 @@ impl Checker<'_, '_> {
         }
     }
 
-    fn nodes(&mut self) -> Vec<raw::NodeEntry> {
-        let Some(value) = self.doc.get("nodes") else {
-            self.error(
-                None,
-                "the manifest declares no [[nodes]]",
-                "add one [[nodes]] table per server",
-            );
-            return Vec::new();
-        };
-        let Some(array) = value.get_ref().as_array() else {
-            let span = Some(value.span());
-            self.error(
-                span,
-                "`nodes` must be an array of tables",
-                "write one [[nodes]] table per server",
-            );
-            return Vec::new();
-        };
-        let items: Vec<_> = array.iter().cloned().collect();
-        items
-            .iter()
-            .filter_map(|item| self.doc.decode(item, self.d))
-            .collect()
-    }
-
-    fn declared_nodes(&self) -> usize {
-        self.doc
-            .get("nodes")
-            .and_then(|value| value.get_ref().as_array())
-            .map_or(0, |array| array.len())
-    }
-
-    fn label(&mut self, name: &Spanned<String>, what: &str) -> String {
+    pub(super) fn label(&mut self, name: &Spanned<String>, what: &str) -> String {
         if !is_dns_label(name.get_ref()) {
             self.error(
                 Some(name.span()),
@@ -153,7 +128,7 @@ impl Checker<'_, '_> {
         name.get_ref().clone()
     }
 
-    fn domain(&mut self, domain: &Spanned<String>) -> String {
+    pub(super) fn domain(&mut self, domain: &Spanned<String>) -> String {
         let valid = !domain.get_ref().is_empty() && domain.get_ref().split('.').all(is_dns_label);
         if !valid {
             self.error(
@@ -165,7 +140,7 @@ impl Checker<'_, '_> {
         domain.get_ref().clone()
     }
 
-    fn debian(&mut self, raw: Option<raw::DebianSection>) -> Debian {
+    pub(super) fn debian(&mut self, raw: Option<raw::DebianSection>) -> Debian {
         let raw = raw.unwrap_or(raw::DebianSection {
             suite: None,
             mirror: None,
@@ -206,7 +181,7 @@ impl Checker<'_, '_> {
         }
     }
 
-    fn network(&mut self, raw: raw::NetworkSection) -> Option<Network> {
+    pub(super) fn network(&mut self, raw: raw::NetworkSection) -> Option<Network> {
         let cidr: Option<Ipv4Net> = raw.cidr.get_ref().parse().ok();
         if cidr.is_none() {
             self.error(
@@ -246,7 +221,7 @@ impl Checker<'_, '_> {
         })
     }
 
-    fn ipv4(&mut self, text: &Spanned<String>, what: &str) -> Option<Ipv4Addr> {
+    pub(super) fn ipv4(&mut self, text: &Spanned<String>, what: &str) -> Option<Ipv4Addr> {
         let parsed = text.get_ref().parse().ok();
         if parsed.is_none() {
             self.error(
@@ -258,152 +233,7 @@ impl Checker<'_, '_> {
         parsed
     }
 
-    fn resolve_nodes(
-        &mut self,
-        raw: &[raw::NodeEntry],
-        network: Option<&Network>,
-        roles: &RoleSet,
-    ) -> Vec<Node> {
-        let mut names = HashMap::new();
-        let mut addresses = HashMap::new();
-        let mut macs = HashMap::new();
-        let mut nodes = Vec::new();
-        for entry in raw {
-            let name = self.label(&entry.name, "node name");
-            self.unique(&mut names, name.clone(), entry.name.span(), &name, "name");
-            let role_known = roles.get(entry.role.get_ref()).is_some();
-            if !role_known {
-                let hint = format!("use one of: {}", roles.names().join(", "));
-                self.error(
-                    Some(entry.role.span()),
-                    format!("unknown role `{}` for node {name}", entry.role.get_ref()),
-                    &hint,
-                );
-            }
-            let address = self.ipv4(&entry.address, "node");
-            if let Some(address) = address {
-                self.unique(
-                    &mut addresses,
-                    address,
-                    entry.address.span(),
-                    &name,
-                    "address",
-                );
-                if let Some(network) = network {
-                    self.in_network(address, network, &entry.address, &name);
-                }
-            }
-            let mac = entry.mac.as_ref().and_then(|mac| {
-                let normalized = normalize_mac(mac.get_ref());
-                if normalized.is_none() {
-                    self.error(
-                        Some(mac.span()),
-                        format!("invalid MAC address `{}`", mac.get_ref()),
-                        "write six hex pairs separated by colons, e.g. 52:54:00:12:34:56",
-                    );
-                }
-                normalized
-            });
-            if let (Some(mac), Some(raw_mac)) = (&mac, &entry.mac) {
-                self.unique(&mut macs, mac.clone(), raw_mac.span(), &name, "MAC address");
-            }
-            let memory = entry.memory.as_ref().and_then(|m| self.size(m, "memory"));
-            let disk = entry.disk.as_ref().and_then(|m| self.size(m, "disk"));
-            if let Some(device) = &entry.data_disk
-                && !device.get_ref().starts_with("/dev/")
-            {
-                self.error(
-                    Some(device.span()),
-                    format!("data disk `{}` is not a device path", device.get_ref()),
-                    "name the device, e.g. /dev/vdb or /dev/disk/by-id/...",
-                );
-            }
-            if let (Some(address), true) = (address, role_known) {
-                nodes.push(Node {
-                    name,
-                    role: entry.role.get_ref().clone(),
-                    address,
-                    mac,
-                    vcpus: entry.vcpus.as_ref().map(|v| *v.get_ref()),
-                    memory,
-                    disk,
-                    data_disk: entry.data_disk.as_ref().map(|d| d.get_ref().clone()),
-                });
-            }
-        }
-        nodes
-    }
-
-    /// Records `key` as used by node `name`, or reports the earlier node that uses it.
-    fn unique<K: std::hash::Hash + Eq>(
-        &mut self,
-        seen: &mut HashMap<K, (String, usize)>,
-        key: K,
-        span: Range<usize>,
-        name: &str,
-        what: &str,
-    ) {
-        if let Some((other, line)) = seen.get(&key) {
-            let message = format!("duplicate {what}: node {other} (line {line}) has it too");
-            self.error(
-                Some(span),
-                message,
-                &format!("give every node its own {what}"),
-            );
-        } else {
-            let (line, _) = self.doc.source.line_col(span.start);
-            seen.insert(key, (name.to_string(), line));
-        }
-    }
-
-    fn in_network(
-        &mut self,
-        address: Ipv4Addr,
-        network: &Network,
-        at: &Spanned<String>,
-        name: &str,
-    ) {
-        let cidr = network.cidr;
-        if !cidr.contains(&address) {
-            self.error(
-                Some(at.span()),
-                format!("address {address} of node {name} is outside the network {cidr}"),
-                "pick an address inside [network].cidr, or widen the network",
-            );
-        } else if address == cidr.network() || address == cidr.broadcast() {
-            self.error(
-                Some(at.span()),
-                format!(
-                    "address {address} of node {name} is the network's own or broadcast address"
-                ),
-                "pick a host address",
-            );
-        } else if address == network.gateway {
-            self.error(
-                Some(at.span()),
-                format!("address {address} of node {name} is the gateway's"),
-                "pick another address",
-            );
-        }
-    }
-
-    fn size(&mut self, text: &Spanned<String>, what: &str) -> Option<u64> {
-        let parsed = text
-            .get_ref()
-            .parse::<bytesize::ByteSize>()
-            .ok()
-            .map(|s| s.as_u64());
-        if parsed.is_none() {
-            self.error(
-                Some(text.span()),
-                format!("invalid {what} size `{}`", text.get_ref()),
-                "write a size such as \"16GiB\" or \"500GB\"",
-            );
-        }
-        parsed
-    }
-
-    fn ssh_keys(&mut self, raw: raw::SshSection) -> Vec<String> {
+    pub(super) fn ssh_keys(&mut self, raw: raw::SshSection) -> Vec<String> {
         const KINDS: &[&str] = &[
             "ssh-ed25519",
             "ssh-rsa",
@@ -428,7 +258,7 @@ impl Checker<'_, '_> {
             .collect()
     }
 
-    fn build(&mut self, raw: Option<raw::BuildSection>) -> BuildSettings {
+    pub(super) fn build(&mut self, raw: Option<raw::BuildSection>) -> BuildSettings {
         let raw = raw.unwrap_or(raw::BuildSection {
             source_date_epoch: None,
             bootstrap: None,
@@ -482,141 +312,6 @@ impl Checker<'_, '_> {
             formats,
         }
     }
-
-    fn vendor(&mut self) -> Option<Vendor> {
-        let Some(value) = self.doc.get("vendor") else {
-            return Some(Vendor::Undeclared);
-        };
-        if let Some(text) = value.get_ref().as_str() {
-            if text != "skip" {
-                self.error(
-                    Some(value.span()),
-                    format!("vendor = \"{text}\" is not understood"),
-                    "write vendor = \"skip\", or declare [[vendor.apt]] / [[vendor.local]] sources",
-                );
-            }
-            return Some(Vendor::Skip);
-        }
-        let raw: raw::VendorSection = self.doc.decode(value, self.d)?;
-        let base = self
-            .doc
-            .source
-            .path
-            .parent()
-            .unwrap_or(Path::new("."))
-            .to_path_buf();
-        let mut apt = Vec::new();
-        for repo in raw.apt {
-            let signing_key = base.join(repo.signing_key.get_ref());
-            if !signing_key.is_file() {
-                self.error(
-                    Some(repo.signing_key.span()),
-                    format!("signing key {} not found", signing_key.display()),
-                    "give the path of the repository's OpenPGP key, relative to the manifest",
-                );
-            }
-            for env in [&repo.username_env, &repo.password_env]
-                .into_iter()
-                .flatten()
-            {
-                if !is_env_name(env.get_ref()) {
-                    self.error(Some(env.span()), format!("`{}` is not an environment variable name", env.get_ref()), "name the variable that holds the credential, e.g. VENDOR_TOKEN; never the credential itself");
-                }
-            }
-            if !repo.uri.get_ref().starts_with("http://")
-                && !repo.uri.get_ref().starts_with("https://")
-            {
-                self.error(
-                    Some(repo.uri.span()),
-                    format!("repository `{}` is not an http(s) URL", repo.uri.get_ref()),
-                    "write the repository's URL",
-                );
-            }
-            apt.push(AptRepository {
-                name: self.label(&repo.name, "repository name"),
-                uri: repo.uri.into_inner(),
-                suite: repo.suite,
-                components: repo.components,
-                signing_key,
-                username_env: repo.username_env.map(Spanned::into_inner),
-                password_env: repo.password_env.map(Spanned::into_inner),
-            });
-        }
-        let mut local = Vec::new();
-        for folder in raw.local {
-            let path: PathBuf = base.join(folder.path.get_ref());
-            if !path.is_dir() {
-                self.error(
-                    Some(folder.path.span()),
-                    format!("vendor folder {} not found", path.display()),
-                    "give a folder of .deb files, relative to the manifest",
-                );
-            }
-            local.push(path);
-        }
-        Some(Vendor::Sources { apt, local })
-    }
-
-    fn node_counts(&mut self, raw: &[raw::NodeEntry], nodes: &[Node], roles: &RoleSet) {
-        for (name, role) in &roles.roles {
-            let count = nodes.iter().filter(|n| &n.role == name).count();
-            let rules = &role.nodes;
-            let first = raw
-                .iter()
-                .find(|e| e.role.get_ref() == name)
-                .map(|e| e.role.span());
-            let why = if rules.reason.is_empty() {
-                String::new()
-            } else {
-                format!(" ({})", rules.reason)
-            };
-            let anchor = first.or_else(|| self.doc.key_span("nodes"));
-            if count < rules.min {
-                let plural = if rules.min == 1 { "" } else { "s" };
-                self.error(
-                    anchor,
-                    format!(
-                        "role {name} needs at least {} node{plural}, the manifest has {count}{why}",
-                        rules.min
-                    ),
-                    &format!("add [[nodes]] with role = \"{name}\""),
-                );
-            } else if rules.odd && count % 2 == 0 {
-                self.error(
-                    anchor,
-                    format!(
-                        "role {name} needs an odd number of nodes, the manifest has {count}{why}"
-                    ),
-                    "add or remove one node of this role",
-                );
-            } else if let Some(multiple) = rules.multiple_of.filter(|m| count % m != 0) {
-                self.error(anchor, format!("role {name} needs a multiple of {multiple} nodes, the manifest has {count}{why}"), &format!("add or remove nodes to make a multiple of {multiple}"));
-            }
-        }
-    }
-
-    fn vendor_needed(
-        &mut self,
-        raw: &[raw::NodeEntry],
-        nodes: &[Node],
-        vendor: &Option<Vendor>,
-        roles: &RoleSet,
-    ) {
-        if !matches!(vendor, Some(Vendor::Undeclared)) {
-            return;
-        }
-        for (name, role) in &roles.roles {
-            if role.packages.vendor.is_empty() || !nodes.iter().any(|n| &n.role == name) {
-                continue;
-            }
-            let span = raw
-                .iter()
-                .find(|e| e.role.get_ref() == name)
-                .map(|e| e.role.span());
-            let packages = role.packages.vendor.join(", ");
-            self.error(span, format!("role {name} needs vendor packages ({packages}) but the manifest declares no vendor source"), "declare [[vendor.apt]] or [[vendor.local]] sources, or opt out with vendor = \"skip\"");
-        }
-    }
 }
 
 /// An RFC 1123 label: 1-63 of `[a-z0-9-]`, not starting or ending with `-`.
@@ -627,22 +322,4 @@ pub fn is_dns_label(text: &str) -> bool {
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !text.starts_with('-')
         && !text.ends_with('-')
-}
-
-fn is_env_name(text: &str) -> bool {
-    !text.is_empty()
-        && !text.starts_with(|c: char| c.is_ascii_digit())
-        && text
-            .bytes()
-            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_')
-}
-
-/// `52:54:00:AB:cd:01` (or with `-`) → `52:54:00:ab:cd:01`.
-pub fn normalize_mac(text: &str) -> Option<String> {
-    let parts: Vec<&str> = text.split([':', '-']).collect();
-    let valid = parts.len() == 6
-        && parts
-            .iter()
-            .all(|p| p.len() == 2 && p.bytes().all(|b| b.is_ascii_hexdigit()));
-    valid.then(|| parts.join(":").to_ascii_lowercase())
 }

@@ -153,7 +153,6 @@ impl Fixture {
 
     /// A role's rootfs.tar.gz unpacked into a temporary folder (owners kept).
     pub fn extracted(&self, role: &str) -> tempfile::TempDir {
-        let _build = self.lock();
         let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
         let artifact = self.cluster_out().join(role).join("rootfs.tar.gz");
         let status = Command::new("tar")
@@ -207,7 +206,11 @@ pub fn run_image_tool(args: &[&str], data: Option<&Path>) -> Output {
 pub fn in_image(root: &Path, script: &str) {
     let lines = Mutex::new(Vec::new());
     let chroot = Chroot::new(root).with_isolated_network();
-    let result = chroot.run(&["sh", "-ec", script], &|line| {
+    // Refuse to run anything unless the namespace really has no link but loopback.
+    let guarded = format!(
+        "test \"$(ip -o link show | wc -l)\" = 1 || {{ echo 'not in an isolated network namespace' >&2; exit 99; }}\n{script}"
+    );
+    let result = chroot.run(&["sh", "-ec", &guarded], &|line| {
         lines.lock().unwrap().push(line.to_string())
     });
     if let Err(error) = result {

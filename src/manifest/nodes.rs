@@ -1,0 +1,240 @@
+//! Checks of the `[[nodes]]` tables: names, roles, addresses, MACs, sizes, and the node
+//! counts each role's rules ask for.
+
+use std::collections::HashMap;
+use std::net::Ipv4Addr;
+use std::ops::Range;
+
+use toml::Spanned;
+
+use super::raw;
+use super::resolve::Checker;
+use super::{Network, Node};
+use crate::role::RoleSet;
+
+impl Checker<'_, '_> {
+    pub(super) fn nodes(&mut self) -> Vec<raw::NodeEntry> {
+        let Some(value) = self.doc.get("nodes") else {
+            self.error(
+                None,
+                "the manifest declares no [[nodes]]",
+                "add one [[nodes]] table per server",
+            );
+            return Vec::new();
+        };
+        let Some(array) = value.get_ref().as_array() else {
+            let span = Some(value.span());
+            self.error(
+                span,
+                "`nodes` must be an array of tables",
+                "write one [[nodes]] table per server",
+            );
+            return Vec::new();
+        };
+        let items: Vec<_> = array.iter().cloned().collect();
+        items
+            .iter()
+            .filter_map(|item| self.doc.decode(item, self.d))
+            .collect()
+    }
+
+    pub(super) fn declared_nodes(&self) -> usize {
+        self.doc
+            .get("nodes")
+            .and_then(|value| value.get_ref().as_array())
+            .map_or(0, |array| array.len())
+    }
+
+    pub(super) fn resolve_nodes(
+        &mut self,
+        raw: &[raw::NodeEntry],
+        network: Option<&Network>,
+        roles: &RoleSet,
+    ) -> Vec<Node> {
+        let mut names = HashMap::new();
+        let mut addresses = HashMap::new();
+        let mut macs = HashMap::new();
+        let mut nodes = Vec::new();
+        for entry in raw {
+            let name = self.label(&entry.name, "node name");
+            self.unique(&mut names, name.clone(), entry.name.span(), &name, "name");
+            let role_known = roles.get(entry.role.get_ref()).is_some();
+            if !role_known {
+                let hint = format!("use one of: {}", roles.names().join(", "));
+                self.error(
+                    Some(entry.role.span()),
+                    format!("unknown role `{}` for node {name}", entry.role.get_ref()),
+                    &hint,
+                );
+            }
+            let address = self.ipv4(&entry.address, "node");
+            if let Some(address) = address {
+                self.unique(
+                    &mut addresses,
+                    address,
+                    entry.address.span(),
+                    &name,
+                    "address",
+                );
+                if let Some(network) = network {
+                    self.in_network(address, network, &entry.address, &name);
+                }
+            }
+            let mac = entry.mac.as_ref().and_then(|mac| {
+                let normalized = normalize_mac(mac.get_ref());
+                if normalized.is_none() {
+                    self.error(
+                        Some(mac.span()),
+                        format!("invalid MAC address `{}`", mac.get_ref()),
+                        "write six hex pairs separated by colons, e.g. 52:54:00:12:34:56",
+                    );
+                }
+                normalized
+            });
+            if let (Some(mac), Some(raw_mac)) = (&mac, &entry.mac) {
+                self.unique(&mut macs, mac.clone(), raw_mac.span(), &name, "MAC address");
+            }
+            let memory = entry.memory.as_ref().and_then(|m| self.size(m, "memory"));
+            let disk = entry.disk.as_ref().and_then(|m| self.size(m, "disk"));
+            if let Some(device) = &entry.data_disk
+                && !device.get_ref().starts_with("/dev/")
+            {
+                self.error(
+                    Some(device.span()),
+                    format!("data disk `{}` is not a device path", device.get_ref()),
+                    "name the device, e.g. /dev/vdb or /dev/disk/by-id/...",
+                );
+            }
+            if let (Some(address), true) = (address, role_known) {
+                nodes.push(Node {
+                    name,
+                    role: entry.role.get_ref().clone(),
+                    address,
+                    mac,
+                    vcpus: entry.vcpus.as_ref().map(|v| *v.get_ref()),
+                    memory,
+                    disk,
+                    data_disk: entry.data_disk.as_ref().map(|d| d.get_ref().clone()),
+                });
+            }
+        }
+        nodes
+    }
+
+    /// Records `key` as used by node `name`, or reports the earlier node that uses it.
+    pub(super) fn unique<K: std::hash::Hash + Eq>(
+        &mut self,
+        seen: &mut HashMap<K, (String, usize)>,
+        key: K,
+        span: Range<usize>,
+        name: &str,
+        what: &str,
+    ) {
+        if let Some((other, line)) = seen.get(&key) {
+            let message = format!("duplicate {what}: node {other} (line {line}) has it too");
+            self.error(
+                Some(span),
+                message,
+                &format!("give every node its own {what}"),
+            );
+        } else {
+            let (line, _) = self.doc.source.line_col(span.start);
+            seen.insert(key, (name.to_string(), line));
+        }
+    }
+
+    pub(super) fn in_network(
+        &mut self,
+        address: Ipv4Addr,
+        network: &Network,
+        at: &Spanned<String>,
+        name: &str,
+    ) {
+        let cidr = network.cidr;
+        if !cidr.contains(&address) {
+            self.error(
+                Some(at.span()),
+                format!("address {address} of node {name} is outside the network {cidr}"),
+                "pick an address inside [network].cidr, or widen the network",
+            );
+        } else if address == cidr.network() || address == cidr.broadcast() {
+            self.error(
+                Some(at.span()),
+                format!(
+                    "address {address} of node {name} is the network's own or broadcast address"
+                ),
+                "pick a host address",
+            );
+        } else if address == network.gateway {
+            self.error(
+                Some(at.span()),
+                format!("address {address} of node {name} is the gateway's"),
+                "pick another address",
+            );
+        }
+    }
+
+    pub(super) fn size(&mut self, text: &Spanned<String>, what: &str) -> Option<u64> {
+        let parsed = text
+            .get_ref()
+            .parse::<bytesize::ByteSize>()
+            .ok()
+            .map(|s| s.as_u64());
+        if parsed.is_none() {
+            self.error(
+                Some(text.span()),
+                format!("invalid {what} size `{}`", text.get_ref()),
+                "write a size such as \"16GiB\" or \"500GB\"",
+            );
+        }
+        parsed
+    }
+
+    pub(super) fn node_counts(&mut self, raw: &[raw::NodeEntry], nodes: &[Node], roles: &RoleSet) {
+        for (name, role) in &roles.roles {
+            let count = nodes.iter().filter(|n| &n.role == name).count();
+            let rules = &role.nodes;
+            let first = raw
+                .iter()
+                .find(|e| e.role.get_ref() == name)
+                .map(|e| e.role.span());
+            let why = if rules.reason.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", rules.reason)
+            };
+            let anchor = first.or_else(|| self.doc.key_span("nodes"));
+            if count < rules.min {
+                let plural = if rules.min == 1 { "" } else { "s" };
+                self.error(
+                    anchor,
+                    format!(
+                        "role {name} needs at least {} node{plural}, the manifest has {count}{why}",
+                        rules.min
+                    ),
+                    &format!("add [[nodes]] with role = \"{name}\""),
+                );
+            } else if rules.odd && count % 2 == 0 {
+                self.error(
+                    anchor,
+                    format!(
+                        "role {name} needs an odd number of nodes, the manifest has {count}{why}"
+                    ),
+                    "add or remove one node of this role",
+                );
+            } else if let Some(multiple) = rules.multiple_of.filter(|m| count % m != 0) {
+                self.error(anchor, format!("role {name} needs a multiple of {multiple} nodes, the manifest has {count}{why}"), &format!("add or remove nodes to make a multiple of {multiple}"));
+            }
+        }
+    }
+}
+
+/// `52:54:00:AB:cd:01` (or with `-`) → `52:54:00:ab:cd:01`.
+pub fn normalize_mac(text: &str) -> Option<String> {
+    let parts: Vec<&str> = text.split([':', '-']).collect();
+    let valid = parts.len() == 6
+        && parts
+            .iter()
+            .all(|p| p.len() == 2 && p.bytes().all(|b| b.is_ascii_hexdigit()));
+    valid.then(|| parts.join(":").to_ascii_lowercase())
+}
