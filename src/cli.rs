@@ -164,6 +164,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 Some(agent) => agent,
                 None => sibling_binary("r2a-node")?,
             };
+            // Chroot and mount commands get absolute paths, whatever their working folder.
+            let (out, cache) = (absolute_dir(&out)?, absolute_dir(&cache)?);
             let options = BuildOptions {
                 roles,
                 formats,
@@ -223,6 +225,13 @@ fn render_node(project: &Project, node: &str, out: &Path) -> anyhow::Result<usiz
         crate::fsutil::write_atomic(&path, &file.content, file.mode)?;
     }
     Ok(files.len())
+}
+
+/// Creates a folder if needed and returns its absolute path.
+fn absolute_dir(dir: &Path) -> anyhow::Result<PathBuf> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    dir.canonicalize()
+        .with_context(|| format!("resolving {}", dir.display()))
 }
 
 /// A binary installed beside the running one (cargo puts both in target/<profile>/).

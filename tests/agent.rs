@@ -149,7 +149,7 @@ fn firstboot_on_a_tree_writes_files_but_runs_no_command() {
             .read("etc/hosts")
             .contains("192.168.10.36 fs-node-03.pbx.example.com fs-node-03\n")
     );
-    let network = image.read("etc/systemd/network/10-r2a.network");
+    let network = image.read("etc/systemd/network/05-r2a.network");
     assert!(
         network.contains("\nAddress=192.168.10.33/24\n"),
         "{network}"

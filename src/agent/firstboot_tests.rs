@@ -38,7 +38,7 @@ fn a_first_run_applies_every_step_and_records_it() {
     assert_eq!(fake.read("/etc/hostname"), "db1\n");
     assert_eq!(fake.read("/etc/default/etcd"), "ETCD_NAME=db1\n");
     assert!(
-        fake.read("/etc/systemd/network/10-r2a.network")
+        fake.read("/etc/systemd/network/05-r2a.network")
             .contains("MACAddress=52:54:00:00:00:11")
     );
     assert!(

@@ -15,8 +15,9 @@ use super::root::{Root, read_optional, write_atomic};
 use super::sources::interface_macs;
 use super::steps::{Context, Outcome};
 
-/// The file the agent writes.
-pub const NETWORK_FILE: &str = "/etc/systemd/network/10-r2a.network";
+/// The file the agent writes. networkd applies the first file (in name order) that matches
+/// a link, so it must sort before cloud-init's DHCP fallback, `10-cloud-init-<link>.network`.
+pub const NETWORK_FILE: &str = "/etc/systemd/network/05-r2a.network";
 
 /// Interface names a node's cluster interface may have when the manifest lists no MAC:
 /// predictable names, the classic name, and systemd-nspawn's container side.

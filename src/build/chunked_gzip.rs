@@ -24,8 +24,8 @@ use crate::hash::hex;
 const MIN_CHUNK: usize = 1 << 20;
 /// ...at an entry whose path hash is 0 modulo this (about every 64th entry)...
 const BOUNDARY_MODULUS: u64 = 64;
-/// ...or in any case once this large, to bound memory.
-const MAX_CHUNK: usize = 32 << 20;
+/// ...or in any case once this large, even inside an entry, to bound memory.
+const MAX_CHUNK: usize = 8 << 20;
 const LEVEL: u32 = 6;
 
 /// Counts of what the writer did, for the progress line.
@@ -70,7 +70,7 @@ impl<W: Write> ChunkedGzip<W> {
     /// Marks the end of an archive entry named `path`: a possible chunk boundary.
     pub fn entry_end(&mut self, path: &str) -> anyhow::Result<()> {
         let boundary = path_hash(path).is_multiple_of(BOUNDARY_MODULUS);
-        if (boundary && self.chunk.len() >= MIN_CHUNK) || self.chunk.len() >= MAX_CHUNK {
+        if boundary && self.chunk.len() >= MIN_CHUNK {
             self.cut()?;
         }
         Ok(())
@@ -130,8 +130,13 @@ impl<W: Write> ChunkedGzip<W> {
 
 impl<W: Write> Write for ChunkedGzip<W> {
     fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.chunk.extend_from_slice(bytes);
-        Ok(bytes.len())
+        let room = MAX_CHUNK - self.chunk.len();
+        let taken = bytes.len().min(room);
+        self.chunk.extend_from_slice(&bytes[..taken]);
+        if self.chunk.len() == MAX_CHUNK {
+            self.cut().map_err(std::io::Error::other)?;
+        }
+        Ok(taken)
     }
 
     fn flush(&mut self) -> std::io::Result<()> {
@@ -207,5 +212,21 @@ mod tests {
             changed.reused >= cold.compressed - 2,
             "{changed:?} of {cold:?}"
         );
+    }
+
+    #[test]
+    fn a_large_entry_is_split_so_memory_stays_bounded() {
+        let cache = tempfile::tempdir().unwrap();
+        let big: Vec<u8> = (0..(MAX_CHUNK * 5 / 2)).map(|i| (i % 253) as u8).collect();
+        let (bytes, stats) = stream(
+            &[("/usr/lib/libhuge.so".to_string(), big.clone())],
+            cache.path(),
+        );
+        assert_eq!(stats.compressed, 3, "{stats:?}");
+        let mut decoded = Vec::new();
+        flate2::read::MultiGzDecoder::new(bytes.as_slice())
+            .read_to_end(&mut decoded)
+            .unwrap();
+        assert_eq!(decoded, big);
     }
 }

@@ -1,6 +1,7 @@
 //! Shared harness of the build tests: one test cluster built once per run, a lock so that
 //! rebuilds never overlap, and helpers to open artifacts and run programs inside them.
 
+#![allow(dead_code)] // each test crate uses a part of this harness
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::{Mutex, MutexGuard, OnceLock};

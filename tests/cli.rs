@@ -1,0 +1,249 @@
+//! `r2a-image` as a user runs it, without building: `check`, `plan`, `render`, their exit
+//! statuses and messages.
+
+mod support;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+
+use support::run_image_tool;
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The reference manifest copied into a fresh folder (render writes secrets beside it).
+fn reference_copy() -> (tempfile::TempDir, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = dir.path().join("reference-cluster.toml");
+    std::fs::copy(repo().join("examples/reference-cluster.toml"), &manifest).unwrap();
+    let path = manifest.to_str().unwrap().to_string();
+    (dir, path)
+}
+
+#[test]
+fn check_accepts_the_reference_cluster() {
+    let (_dir, manifest) = reference_copy();
+    let output = run_image_tool(&["check", &manifest], None);
+    assert!(output.status.success(), "{}", output.stderr);
+    assert!(
+        output.stdout.contains(
+            "valid (12 nodes, roles: admin, api, db, fs, portal, switchboard, telephony)"
+        ),
+        "{}",
+        output.stdout
+    );
+}
+
+#[test]
+fn check_reports_bad_input_with_place_and_status_2() {
+    let (dir, manifest) = reference_copy();
+    let text = std::fs::read_to_string(&manifest).unwrap().replacen(
+        "address = \"192.168.10.32\"",
+        "address = \"192.168.11.32\"",
+        1,
+    );
+    std::fs::write(&manifest, text).unwrap();
+    let output = run_image_tool(&["check", &manifest], None);
+    assert_eq!(output.status.code(), Some(2), "{}", output.stderr);
+    let expected = format!(
+        "{manifest}:43:11: error: address 192.168.11.32 of node pg-node-02 is outside the network 192.168.10.0/24"
+    );
+    assert!(output.stderr.contains(&expected), "{}", output.stderr);
+    assert!(
+        output.stderr.contains("1 problem found; nothing was built"),
+        "{}",
+        output.stderr
+    );
+    assert!(
+        !dir.path().join("reference-cluster.secrets.toml").exists(),
+        "check writes nothing"
+    );
+}
+
+#[test]
+fn plan_shows_roles_cache_state_outputs_and_capacity() {
+    let (_dir, manifest) = reference_copy();
+    let cache = tempfile::tempdir().unwrap();
+    let output = run_image_tool(
+        &[
+            "plan",
+            &manifest,
+            "--cache",
+            cache.path().to_str().unwrap(),
+            "--json",
+        ],
+        None,
+    );
+    assert!(output.status.success(), "{}", output.stderr);
+    let plan: serde_json::Value = serde_json::from_str(&output.stdout).unwrap();
+    let roles: Vec<&str> = plan["roles"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["role"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        roles,
+        [
+            "admin",
+            "api",
+            "db",
+            "fs",
+            "portal",
+            "switchboard",
+            "telephony"
+        ]
+    );
+    assert_eq!(plan["base"]["cached"], false);
+    let telephony = &plan["roles"][6];
+    assert_eq!(telephony["outputs"][0], "ring2all/telephony/rootfs.tar.gz");
+    assert!(
+        telephony["vendor_skipped"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p == "freeswitch")
+    );
+    let capacity = &plan["capacity"];
+    assert_eq!(capacity["servers"], 2);
+    assert_eq!(capacity["extensions"], 20_000);
+    assert_eq!(capacity["concurrent_calls"], 3_000);
+    assert_eq!(capacity["calls_with_one_down"], 1_500);
+    assert_eq!(capacity["use_case"], "Large Enterprise");
+
+    let text = run_image_tool(
+        &[
+            "plan",
+            &manifest,
+            "--cache",
+            cache.path().to_str().unwrap(),
+            "--role",
+            "db",
+        ],
+        None,
+    );
+    assert!(text.stdout.contains("role db\n  nodes     pg-node-01 (192.168.10.31), pg-node-02 (192.168.10.32), pg-node-03 (192.168.10.33)"), "{}", text.stdout);
+    assert!(!text.stdout.contains("role fs"), "{}", text.stdout);
+}
+
+#[test]
+fn render_writes_what_one_node_gets() {
+    let (dir, manifest) = reference_copy();
+    let out = dir.path().join("pg-node-02");
+    let output = run_image_tool(
+        &[
+            "render",
+            &manifest,
+            "--node",
+            "pg-node-02",
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        None,
+    );
+    assert!(output.status.success(), "{}", output.stderr);
+    let patroni = out.join("etc/patroni/config.yml");
+    assert!(
+        std::fs::read_to_string(&patroni)
+            .unwrap()
+            .contains("name: pg-node-02")
+    );
+    assert_eq!(
+        std::fs::metadata(&patroni).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    assert!(
+        std::fs::read_to_string(out.join("etc/hosts"))
+            .unwrap()
+            .contains("tele-node-02")
+    );
+    let secrets = dir.path().join("reference-cluster.secrets.toml");
+    assert_eq!(
+        std::fs::metadata(&secrets).unwrap().permissions().mode() & 0o777,
+        0o600,
+        "secrets are made private"
+    );
+    for (_, line) in std::fs::read_to_string(&secrets)
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.split_once(" = "))
+    {
+        let value = line.trim_matches('"');
+        assert!(
+            !output.stdout.contains(value) && !output.stderr.contains(value),
+            "a secret was printed"
+        );
+    }
+
+    let again = run_image_tool(
+        &[
+            "render",
+            &manifest,
+            "--node",
+            "pg-node-02",
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        None,
+    );
+    assert!(
+        !again.status.success() && again.stderr.contains("is not empty"),
+        "{}",
+        again.stderr
+    );
+    let unknown = run_image_tool(
+        &[
+            "render",
+            &manifest,
+            "--node",
+            "pg-node-09",
+            "--out",
+            dir.path().join("x").to_str().unwrap(),
+        ],
+        None,
+    );
+    assert!(
+        unknown.stderr.contains("no node `pg-node-09`") && unknown.stderr.contains("pg-node-01"),
+        "{}",
+        unknown.stderr
+    );
+}
+
+#[test]
+fn an_undefined_template_variable_names_the_template_line_and_variable() {
+    let (_dir, manifest) = reference_copy();
+    let data = tempfile::tempdir().unwrap();
+    for folder in ["roles", "overlays"] {
+        let status = std::process::Command::new("cp")
+            .arg("-a")
+            .arg(repo().join(folder))
+            .arg(data.path())
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+    let template = data.path().join("overlays/db/etc/broken.conf.tera");
+    std::fs::write(
+        &template,
+        "# fine\nname = {{ node.name }}\naddress = {{ node.adress }}\n",
+    )
+    .unwrap();
+    let output = run_image_tool(&["check", &manifest], Some(data.path()));
+    assert_eq!(output.status.code(), Some(2), "{}", output.stderr);
+    let expected = format!("{}:3:", template.display());
+    assert!(output.stderr.contains(&expected), "{}", output.stderr);
+    assert!(
+        output
+            .stderr
+            .contains("uses the undefined variable `node.adress`"),
+        "{}",
+        output.stderr
+    );
+    assert_eq!(
+        output.stderr.matches("undefined variable").count(),
+        1,
+        "reported once, not once per node:\n{}",
+        output.stderr
+    );
+}
