@@ -339,6 +339,109 @@ fn a_failed_build_leaves_no_partial_artifact_and_no_work_tree() {
 }
 
 #[test]
+fn ctrl_c_leaves_no_mount_no_process_and_no_partial_artifact() {
+    let fx = fixture();
+    let _build = fx.lock();
+    let before = std::fs::read_to_string(fx.cluster_out().join("SHA256SUMS")).unwrap();
+    // --refresh rebuilds the portal layer: apt runs inside the namespace when SIGINT comes.
+    let mut child = fx
+        .build_command(&["--role", "portal", "--refresh"])
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    // Package installs run as `unshare ... r2a-chroot apt-get ...`.
+    let installing = "r2a-chroot apt-get";
+    while support::processes_mentioning(installing).is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the layer build never reached apt"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    rustix::process::kill_process(
+        rustix::process::Pid::from_child(&child),
+        rustix::process::Signal::INT,
+    )
+    .unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130), "interrupted builds exit 130");
+
+    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap();
+    let cache = fx.cache.to_string_lossy();
+    assert!(
+        !mounts.contains(cache.as_ref()),
+        "mounts left behind:\n{mounts}"
+    );
+    for needle in [installing, cache.as_ref()] {
+        let left = support::processes_mentioning(needle);
+        assert!(left.is_empty(), "processes left behind: {left:?}");
+    }
+    assert_eq!(
+        before,
+        std::fs::read_to_string(fx.cluster_out().join("SHA256SUMS")).unwrap()
+    );
+    let leftovers: Vec<_> = std::fs::read_dir(fx.cache.join("layers"))
+        .unwrap()
+        .filter_map(Result::ok)
+        .map(|e| e.file_name())
+        .filter(|n| n.to_string_lossy().starts_with('.'))
+        .collect();
+    assert!(
+        leftovers.is_empty(),
+        "half-built layers left: {leftovers:?}"
+    );
+    assert_eq!(std::fs::read_dir(fx.cache.join("work")).unwrap().count(), 0);
+    // The cached layer survived: the next build hits it.
+    let output = fx.build(&["--role", "portal"], None);
+    assert!(
+        output
+            .stderr
+            .lines()
+            .any(|l| l.contains("portal: package layer") && l.contains("(cached)")),
+        "{}",
+        output.stderr
+    );
+}
+
+#[test]
+fn a_debootstrap_base_builds_the_same_role() {
+    let fx = fixture();
+    let _build = fx.lock();
+    let out = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let argv = [
+        "build",
+        fx.manifest.to_str().unwrap(),
+        "--role",
+        "portal",
+        "--bootstrap",
+        "debootstrap",
+        "--out",
+        out.path().to_str().unwrap(),
+        "--cache",
+        fx.cache.to_str().unwrap(),
+        "--agent",
+        env!("CARGO_BIN_EXE_r2a-node"),
+    ];
+    let output = run_image_tool(&argv, None);
+    assert!(output.status.success(), "{}", output.stderr);
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.path().join("r2a-test/manifest.json")).unwrap())
+            .unwrap();
+    let portal = &manifest["images"]["portal"];
+    assert!(
+        portal["layers"][0]["tool"]
+            .as_str()
+            .unwrap()
+            .starts_with("debootstrap "),
+        "{}",
+        portal["layers"][0]
+    );
+    for package in ["haproxy", "systemd", "openssh-server", "softswitch-portal"] {
+        assert!(portal["packages"][package].is_string(), "{package} missing");
+    }
+}
+
+#[test]
 fn invalid_input_exits_2_and_writes_nothing() {
     let fx = fixture();
     let dir = tempfile::tempdir().unwrap();

@@ -131,6 +131,27 @@ impl Fixture {
         self.out.join("r2a-test")
     }
 
+    /// The `r2a-image build` command for the test cluster, not started.
+    pub fn build_command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_r2a-image"));
+        command
+            .args([
+                "build",
+                self.manifest.to_str().unwrap(),
+                "--out",
+                self.out.to_str().unwrap(),
+                "--cache",
+                self.cache.to_str().unwrap(),
+                "--agent",
+                env!("CARGO_BIN_EXE_r2a-node"),
+            ])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        command
+    }
+
     /// Runs `r2a-image build` on the test cluster with extra arguments.
     pub fn build(&self, args: &[&str], data: Option<&Path>) -> Output {
         let mut argv = vec![
@@ -220,6 +241,26 @@ pub fn in_image(root: &Path, script: &str) {
             lines.into_inner().unwrap().join("\n")
         );
     }
+}
+
+/// Command lines of running processes that contain `needle`.
+pub fn processes_mentioning(needle: &str) -> Vec<String> {
+    let own = std::process::id().to_string();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter(|entry| {
+            entry
+                .file_name()
+                .to_string_lossy()
+                .chars()
+                .all(|c| c.is_ascii_digit())
+                && entry.file_name() != own.as_str()
+        })
+        .filter_map(|entry| std::fs::read(entry.path().join("cmdline")).ok())
+        .map(|bytes| String::from_utf8_lossy(&bytes).replace('\0', " "))
+        .filter(|cmdline| cmdline.contains(needle))
+        .collect()
 }
 
 /// A stand-in for the vendor's portal package, built with dpkg-deb.
