@@ -24,13 +24,13 @@ timed() { # name, then the command; prints seconds and max RSS (KiB)
   echo "$end - $start" | bc >"$work/$name.seconds"
 }
 
-build() { "$image" --data "$work" build "$manifest" --out "$work/out" --cache "$work/cache" "$@"; }
+build=("$image" --data "$work" build "$manifest" --out "$work/out" --cache "$work/cache")
 
-timed cold build
-timed warm build
+timed cold "${build[@]}"
+timed warm "${build[@]}"
 mkdir -p "$work/overlays/portal/etc"
 date +%s%N >"$work/overlays/portal/etc/r2a-bench-stamp"
-timed overlay build
+timed overlay "${build[@]}"
 
 cold=$(cat "$work/cold.seconds"); warm=$(cat "$work/warm.seconds"); overlay=$(cat "$work/overlay.seconds")
 printf '%-34s %10s\n' "benchmark" "result"
