@@ -55,24 +55,37 @@ pub struct RolePlan {
     pub outputs: Vec<String>,
 }
 
-/// The capacity table row for this cluster.
+/// Telephony capacity: this cluster's row and the seed's scaling table around it.
 #[derive(Debug, Serialize)]
 pub struct CapacityPlan {
     /// Extensions one server carries.
     pub extensions_per_server: u64,
     /// Concurrent calls one server carries.
     pub calls_per_server: u64,
+    /// This cluster.
+    #[serde(flatten)]
+    pub cluster: CapacityRow,
+    /// The seed's sizes (1, 2, 3, 5, 10, 20 servers) and this cluster's.
+    pub table: Vec<CapacityRow>,
+}
+
+/// Capacity for a number of telephony servers.
+#[derive(Debug, Clone, Serialize)]
+pub struct CapacityRow {
     /// Telephony servers.
     pub servers: u64,
     /// Extensions all servers carry.
     pub extensions: u64,
     /// Concurrent calls all servers carry.
     pub concurrent_calls: u64,
-    /// With one server down (N+1).
+    /// Concurrent calls with one server down (N+1).
     pub calls_with_one_down: u64,
     /// The seed's name for this size.
     pub use_case: &'static str,
 }
+
+/// The server counts of the seed's scaling reference.
+const SEED_SIZES: [u64; 6] = [1, 2, 3, 5, 10, 20];
 
 /// Works out the plan for the chosen roles and formats.
 pub fn plan(
@@ -142,15 +155,22 @@ fn capacity(project: &Project) -> Option<CapacityPlan> {
         .iter()
         .find(|(_, role)| role.capacity.is_some())?;
     let per_node = role.capacity?;
-    let servers = project.cluster.nodes_of(name).count() as u64;
-    Some(CapacityPlan {
-        extensions_per_server: per_node.extensions_per_node,
-        calls_per_server: per_node.calls_per_node,
+    let row = |servers: u64| CapacityRow {
         servers,
         extensions: servers * per_node.extensions_per_node,
         concurrent_calls: servers * per_node.calls_per_node,
         calls_with_one_down: servers.saturating_sub(1) * per_node.calls_per_node,
         use_case: use_case(servers),
+    };
+    let servers = project.cluster.nodes_of(name).count() as u64;
+    let mut sizes: Vec<u64> = SEED_SIZES.iter().copied().chain([servers]).collect();
+    sizes.sort_unstable();
+    sizes.dedup();
+    Some(CapacityPlan {
+        extensions_per_server: per_node.extensions_per_node,
+        calls_per_server: per_node.calls_per_node,
+        cluster: row(servers),
+        table: sizes.into_iter().map(row).collect(),
     })
 }
 
@@ -222,15 +242,22 @@ impl Plan {
                 text,
                 "  servers  extensions  concurrent calls  with one down  use case"
             );
-            let _ = writeln!(
-                text,
-                "  {:>7}  {:>10}  {:>16}  {:>13}  {}",
-                capacity.servers,
-                capacity.extensions,
-                capacity.concurrent_calls,
-                capacity.calls_with_one_down,
-                capacity.use_case
-            );
+            for row in &capacity.table {
+                let mark = if row.servers == capacity.cluster.servers {
+                    "  <- this cluster"
+                } else {
+                    ""
+                };
+                let _ = writeln!(
+                    text,
+                    "  {:>7}  {:>10}  {:>16}  {:>13}  {}{mark}",
+                    row.servers,
+                    row.extensions,
+                    row.concurrent_calls,
+                    row.calls_with_one_down,
+                    row.use_case
+                );
+            }
         }
         text
     }

@@ -111,6 +111,14 @@ fn plan_shows_roles_cache_state_outputs_and_capacity() {
     assert_eq!(capacity["concurrent_calls"], 3_000);
     assert_eq!(capacity["calls_with_one_down"], 1_500);
     assert_eq!(capacity["use_case"], "Large Enterprise");
+    let sizes: Vec<u64> = capacity["table"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["servers"].as_u64().unwrap())
+        .collect();
+    assert_eq!(sizes, [1, 2, 3, 5, 10, 20]);
+    assert_eq!(capacity["table"][5]["concurrent_calls"], 30_000);
 
     let text = run_image_tool(
         &[
@@ -125,6 +133,7 @@ fn plan_shows_roles_cache_state_outputs_and_capacity() {
     );
     assert!(text.stdout.contains("role db\n  nodes     pg-node-01 (192.168.10.31), pg-node-02 (192.168.10.32), pg-node-03 (192.168.10.33)"), "{}", text.stdout);
     assert!(!text.stdout.contains("role fs"), "{}", text.stdout);
+    assert!(text.stdout.contains("        2       20000              3000           1500  Large Enterprise  <- this cluster"), "{}", text.stdout);
 }
 
 #[test]
