@@ -35,15 +35,8 @@ enum Command {
     Plan {
         /// The cluster manifest.
         manifest: PathBuf,
-        /// Only these roles (repeatable).
-        #[arg(long = "role", value_name = "ROLE")]
-        roles: Vec<String>,
-        /// Output formats (repeatable; default: the manifest's).
-        #[arg(long = "format", value_enum)]
-        formats: Vec<Format>,
-        /// The base layer's bootstrap tool.
-        #[arg(long, value_enum)]
-        bootstrap: Option<Bootstrap>,
+        #[command(flatten)]
+        selection: Selection,
         /// The layer cache folder.
         #[arg(long, value_name = "DIR", default_value = DEFAULT_CACHE)]
         cache: PathBuf,
@@ -66,15 +59,8 @@ enum Command {
     Build {
         /// The cluster manifest.
         manifest: PathBuf,
-        /// Only these roles (repeatable; default: every role with nodes).
-        #[arg(long = "role", value_name = "ROLE")]
-        roles: Vec<String>,
-        /// Output formats (repeatable; default: the manifest's).
-        #[arg(long = "format", value_enum)]
-        formats: Vec<Format>,
-        /// The base layer's bootstrap tool (default: the manifest's, else mmdebstrap).
-        #[arg(long, value_enum)]
-        bootstrap: Option<Bootstrap>,
+        #[command(flatten)]
+        selection: Selection,
         /// Output folder; images go to OUT/<cluster>/<role>/.
         #[arg(long, value_name = "DIR", default_value = "out")]
         out: PathBuf,
@@ -88,6 +74,20 @@ enum Command {
         #[arg(long)]
         refresh: bool,
     },
+}
+
+/// What to build (or plan): the same options for `plan` and `build`.
+#[derive(Debug, clap::Args)]
+struct Selection {
+    /// Only these roles (repeatable; default: every role with nodes).
+    #[arg(long = "role", value_name = "ROLE")]
+    roles: Vec<String>,
+    /// Output formats (repeatable; default: the manifest's).
+    #[arg(long = "format", value_enum)]
+    formats: Vec<Format>,
+    /// The base layer's bootstrap tool (default: the manifest's, else mmdebstrap).
+    #[arg(long, value_enum)]
+    bootstrap: Option<Bootstrap>,
 }
 
 const DEFAULT_CACHE: &str = "/var/cache/r2a-appliance";
@@ -125,13 +125,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Plan {
             manifest,
-            roles,
-            formats,
-            bootstrap,
+            selection,
             cache,
             json,
         } => {
             let project = Project::load(&data, &manifest, SecretsMode::ReadOnly)?;
+            let Selection {
+                roles,
+                formats,
+                bootstrap,
+            } = selection;
             let plan = crate::plan::plan(&project, &roles, &formats, bootstrap, &cache)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&plan)?);
@@ -150,14 +153,17 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Build {
             manifest,
-            roles,
-            formats,
-            bootstrap,
+            selection,
             out,
             cache,
             agent,
             refresh,
         } => {
+            let Selection {
+                roles,
+                formats,
+                bootstrap,
+            } = selection;
             crate::interrupt::install()?;
             let project = Project::load(&data, &manifest, SecretsMode::Create)?;
             let agent = match agent {

@@ -269,7 +269,7 @@ fn an_unchanged_rebuild_hits_every_cache_and_keeps_the_artifacts() {
 fn an_overlay_change_rebuilds_the_image_but_no_package_layer() {
     let fx = fixture();
     let _build = fx.lock();
-    let data = fx.data_copy();
+    let data = support::data_copy();
     std::fs::write(
         data.path().join("overlays/common/etc/motd"),
         "changed overlay\n",
@@ -305,7 +305,7 @@ fn a_failed_build_leaves_no_partial_artifact_and_no_work_tree() {
     let fx = fixture();
     let _build = fx.lock();
     let before = std::fs::read_to_string(fx.cluster_out().join("SHA256SUMS")).unwrap();
-    let data = fx.data_copy();
+    let data = support::data_copy();
     // A file owned by a user the image does not have fails the overlay stage.
     let role = data.path().join("roles/portal.toml");
     let text = std::fs::read_to_string(&role).unwrap()
@@ -324,12 +324,7 @@ fn a_failed_build_leaves_no_partial_artifact_and_no_work_tree() {
         before,
         std::fs::read_to_string(fx.cluster_out().join("SHA256SUMS")).unwrap()
     );
-    let leftovers: Vec<_> = std::fs::read_dir(fx.cluster_out())
-        .unwrap()
-        .filter_map(Result::ok)
-        .map(|e| e.file_name())
-        .filter(|n| n.to_string_lossy().starts_with('.'))
-        .collect();
+    let leftovers = support::hidden_entries(&fx.cluster_out());
     assert!(leftovers.is_empty(), "{leftovers:?}");
     assert_eq!(
         std::fs::read_dir(fx.cache.join("work")).unwrap().count(),
@@ -380,12 +375,7 @@ fn ctrl_c_leaves_no_mount_no_process_and_no_partial_artifact() {
         before,
         std::fs::read_to_string(fx.cluster_out().join("SHA256SUMS")).unwrap()
     );
-    let leftovers: Vec<_> = std::fs::read_dir(fx.cache.join("layers"))
-        .unwrap()
-        .filter_map(Result::ok)
-        .map(|e| e.file_name())
-        .filter(|n| n.to_string_lossy().starts_with('.'))
-        .collect();
+    let leftovers = support::hidden_entries(&fx.cache.join("layers"));
     assert!(
         leftovers.is_empty(),
         "half-built layers left: {leftovers:?}"

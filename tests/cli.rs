@@ -222,16 +222,7 @@ fn render_writes_what_one_node_gets() {
 #[test]
 fn an_undefined_template_variable_names_the_template_line_and_variable() {
     let (_dir, manifest) = reference_copy();
-    let data = tempfile::tempdir().unwrap();
-    for folder in ["roles", "overlays"] {
-        let status = std::process::Command::new("cp")
-            .arg("-a")
-            .arg(repo().join(folder))
-            .arg(data.path())
-            .status()
-            .unwrap();
-        assert!(status.success());
-    }
+    let data = support::data_copy();
     let template = data.path().join("overlays/db/etc/broken.conf.tera");
     std::fs::write(
         &template,

@@ -131,21 +131,29 @@ impl Fixture {
         self.out.join("r2a-test")
     }
 
-    /// The `r2a-image build` command for the test cluster, not started.
+    /// The arguments of `r2a-image build` for the test cluster.
+    fn build_args<'a>(&'a self, extra: &[&'a str]) -> Vec<&'a str> {
+        let mut argv = vec![
+            "build",
+            self.manifest.to_str().unwrap(),
+            "--out",
+            self.out.to_str().unwrap(),
+        ];
+        argv.extend([
+            "--cache",
+            self.cache.to_str().unwrap(),
+            "--agent",
+            env!("CARGO_BIN_EXE_r2a-node"),
+        ]);
+        argv.extend(extra);
+        argv
+    }
+
+    /// The `r2a-image build` command for the test cluster, not started, output discarded.
     pub fn build_command(&self, args: &[&str]) -> Command {
         let mut command = Command::new(env!("CARGO_BIN_EXE_r2a-image"));
         command
-            .args([
-                "build",
-                self.manifest.to_str().unwrap(),
-                "--out",
-                self.out.to_str().unwrap(),
-                "--cache",
-                self.cache.to_str().unwrap(),
-                "--agent",
-                env!("CARGO_BIN_EXE_r2a-node"),
-            ])
-            .args(args)
+            .args(self.build_args(args))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null());
@@ -154,18 +162,7 @@ impl Fixture {
 
     /// Runs `r2a-image build` on the test cluster with extra arguments.
     pub fn build(&self, args: &[&str], data: Option<&Path>) -> Output {
-        let mut argv = vec![
-            "build",
-            self.manifest.to_str().unwrap(),
-            "--out",
-            self.out.to_str().unwrap(),
-            "--cache",
-            self.cache.to_str().unwrap(),
-            "--agent",
-            env!("CARGO_BIN_EXE_r2a-node"),
-        ];
-        argv.extend(args);
-        run_image_tool(&argv, data)
+        run_image_tool(&self.build_args(args), data)
     }
 
     /// The cluster's secrets.
@@ -187,21 +184,32 @@ impl Fixture {
         assert!(status.success(), "unpacking {}", artifact.display());
         dir
     }
+}
 
-    /// A copy of the project's roles/ and overlays/, to change for one test.
-    pub fn data_copy(&self) -> tempfile::TempDir {
-        let dir = tempfile::tempdir().unwrap();
-        for folder in ["roles", "overlays"] {
-            let status = Command::new("cp")
-                .arg("-a")
-                .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join(folder))
-                .arg(dir.path())
-                .status()
-                .unwrap();
-            assert!(status.success());
-        }
-        dir
+/// A copy of the project's roles/ and overlays/, to change for one test.
+pub fn data_copy() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for folder in ["roles", "overlays"] {
+        let source = Path::new(env!("CARGO_MANIFEST_DIR")).join(folder);
+        let status = Command::new("cp")
+            .arg("-a")
+            .arg(source)
+            .arg(dir.path())
+            .status()
+            .unwrap();
+        assert!(status.success(), "copying {folder}");
     }
+    dir
+}
+
+/// The names of the hidden entries (staging and half-built folders) of a folder.
+pub fn hidden_entries(dir: &Path) -> Vec<std::ffi::OsString> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(Result::ok)
+        .map(|entry| entry.file_name())
+        .filter(|name| name.to_string_lossy().starts_with('.'))
+        .collect()
 }
 
 /// Runs `r2a-image` with `args`, optionally on another data folder.
