@@ -9,7 +9,7 @@ SUDO     := $(if $(filter 0,$(shell id -u)),,sudo)
 
 # Host tools the builder and the tests run (`r2a-image build` names them when missing).
 HOST_PACKAGES := mmdebstrap debootstrap arch-test apt-utils util-linux coreutils dpkg \
-                 tar gzip ca-certificates time bc
+                 tar gzip ca-certificates time bc systemd-container iproute2
 
 .PHONY: all deps build images test lint bench clean
 

@@ -10,9 +10,14 @@ use crate::agent::testing::{FakeRoot, healthy_db1_host};
 
 /// The commands that only look, never change anything.
 fn is_observation(line: &str) -> bool {
-    ["nft list table", "blkid ", "findmnt "]
-        .iter()
-        .any(|prefix| line.starts_with(prefix))
+    [
+        "nft list table",
+        "blkid ",
+        "findmnt ",
+        "systemctl is-active ",
+    ]
+    .iter()
+    .any(|prefix| line.starts_with(prefix))
 }
 
 fn db1() -> FakeRoot {

@@ -60,7 +60,12 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Identify this node and apply the common steps (run by r2a-firstboot.service).
-    Firstboot,
+    Firstboot {
+        /// Stop after this step (r2a-early.service runs the steps that need no daemon,
+        /// up to the network file, before systemd-networkd starts).
+        #[arg(long, value_name = "STEP", value_parser = clap::builder::PossibleValuesParser::new(steps::step_names()))]
+        until: Option<String>,
+    },
     /// Print every step: done, pending or failed, when, and what it did.
     Status {
         /// Print JSON instead of a table.
@@ -87,7 +92,9 @@ pub fn run(cli: &Cli) -> ExitCode {
         })
     };
     let result = match &cli.command {
-        Command::Firstboot => firstboot(&root, host.as_mut()).map(drop),
+        Command::Firstboot { until } => {
+            firstboot_until(&root, host.as_mut(), until.as_deref()).map(drop)
+        }
         Command::Status { json } => print_status(&root, *json),
         Command::Identify => print_identity(&root, host.as_mut()),
     };
@@ -108,8 +115,17 @@ pub fn run(cli: &Cli) -> ExitCode {
 /// stops at the first failure. The report of the run is saved to `/run/r2a/status.json`
 /// either way.
 pub fn firstboot(root: &Root, host: &mut dyn Host) -> anyhow::Result<Report> {
+    firstboot_until(root, host, None)
+}
+
+/// [`firstboot`], stopping after the step named `until` when given.
+pub fn firstboot_until(
+    root: &Root,
+    host: &mut dyn Host,
+    until: Option<&str>,
+) -> anyhow::Result<Report> {
     let mut failed_step = None;
-    let result = apply_steps(root, host, &mut failed_step);
+    let result = apply_steps(root, host, until, &mut failed_step);
     let failure = result.as_ref().err().map(|error| Failure {
         step: failed_step.clone(),
         configuration: is_config_error(error),
@@ -137,6 +153,7 @@ pub fn firstboot(root: &Root, host: &mut dyn Host) -> anyhow::Result<Report> {
 fn apply_steps(
     root: &Root,
     host: &mut dyn Host,
+    until: Option<&str>,
     failed_step: &mut Option<String>,
 ) -> anyhow::Result<()> {
     let config = Config::load(root)?;
@@ -158,6 +175,9 @@ fn apply_steps(
         let (marker, changed) = run_step(step, &mut context)?;
         let verb = if changed { "changed" } else { "in place" };
         println!("r2a-node: {}: {verb}: {}", step.name, marker.detail);
+        if until == Some(step.name) {
+            break;
+        }
     }
     *failed_step = None;
     Ok(())

@@ -58,7 +58,13 @@ pub fn ensure_network(context: &mut Context<'_>) -> anyhow::Result<Outcome> {
             path.display()
         );
     }
-    if context.host.is_live() {
+    // Early in boot (r2a-early.service) networkd is not running yet and reads the file
+    // when it starts; later, it must be told.
+    let networkd = Invocation::new(
+        "systemctl",
+        ["is-active", "--quiet", "systemd-networkd.service"],
+    );
+    if context.host.is_live() && context.host.probe(&networkd, 3)?.is_some() {
         context
             .host
             .run(&Invocation::new("networkctl", ["reload"]))
@@ -190,7 +196,8 @@ mod tests {
     fn a_node_with_a_mac_gets_a_file_matching_it() {
         let fake = FakeRoot::db();
         let mut host = ScriptedHost::new(true);
-        host.succeed("networkctl reload");
+        host.succeed("systemctl is-active --quiet systemd-networkd.service")
+            .succeed("networkctl reload");
         assert!(run(&fake, "db1", &mut host).changed);
         assert_eq!(
             fake.read(NETWORK_FILE)
@@ -209,7 +216,13 @@ mod tests {
                 "Domains=pbx.example.com",
             ]
         );
-        assert_eq!(host.log(), ["networkctl reload"]);
+        assert_eq!(
+            host.log(),
+            [
+                "systemctl is-active --quiet systemd-networkd.service",
+                "networkctl reload"
+            ]
+        );
 
         host.clear_log();
         let before = fake.snapshot();
@@ -262,9 +275,24 @@ mod tests {
             "network: {version: 2, ethernets: {eth0: {dhcp4: true}}}\n# 192.168.10.111\n",
         );
         let mut host = ScriptedHost::new(true);
-        host.succeed("networkctl reload");
+        host.succeed("systemctl is-active --quiet systemd-networkd.service")
+            .succeed("networkctl reload");
         assert!(run(&fake, "db1", &mut host).changed);
         assert!(fake.exists(NETWORK_FILE));
+    }
+
+    #[test]
+    fn before_networkd_starts_the_file_is_written_without_a_reload() {
+        let fake = FakeRoot::db();
+        let mut host = ScriptedHost::new(true);
+        host.absent("systemctl is-active --quiet systemd-networkd.service");
+        assert!(run(&fake, "db1", &mut host).changed);
+        assert!(fake.exists(NETWORK_FILE));
+        assert_eq!(
+            host.log(),
+            ["systemctl is-active --quiet systemd-networkd.service"],
+            "networkd reads the file when it starts"
+        );
     }
 
     #[test]

@@ -130,7 +130,8 @@ impl FakeRoot {
 /// blank until mkfs, the r2a table and the mount appear once made.
 pub fn healthy_db1_host() -> ScriptedHost {
     let mut host = ScriptedHost::new(true);
-    host.succeed("networkctl reload")
+    host.succeed("systemctl is-active --quiet systemd-networkd.service")
+        .succeed("networkctl reload")
         .succeed("nft -f /etc/nftables.conf")
         .absent("nft list table inet r2a")
         .answer("nft list table inet r2a", "table inet r2a {\n}\n");

@@ -2,6 +2,9 @@
 //! rebuilds never overlap, and helpers to open artifacts and run programs inside them.
 
 #![allow(dead_code)] // each test crate uses a part of this harness
+
+pub mod nspawn;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::{Mutex, MutexGuard, OnceLock};
