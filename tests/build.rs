@@ -166,6 +166,11 @@ fn the_db_image_has_its_packages_configs_and_agent_and_no_node_state() {
         .filter(|e| e.file_type().unwrap().is_file())
         .collect();
     assert!(lists.is_empty(), "apt lists are not shipped");
+    let sources = std::fs::read_to_string(root.join("etc/apt/sources.list")).unwrap();
+    assert!(
+        sources.contains("trixie-security") && sources.contains("trixie-updates"),
+        "{sources}"
+    );
     let createcluster =
         std::fs::read_to_string(root.join("etc/postgresql-common/createcluster.conf")).unwrap();
     assert!(createcluster.contains("create_main_cluster = false"));

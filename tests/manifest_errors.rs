@@ -309,6 +309,32 @@ fn the_valid_manifest_is_valid() {
 }
 
 #[test]
+fn apt_sources_are_the_suite_its_updates_and_security_unless_turned_off() {
+    let cluster = load(VALID).unwrap();
+    assert_eq!(
+        cluster.debian.sources,
+        [
+            "deb http://deb.debian.org/debian trixie main",
+            "deb http://deb.debian.org/debian trixie-updates main",
+            "deb http://deb.debian.org/debian-security trixie-security main",
+        ]
+    );
+    let text = VALID.replacen(
+        "[network]",
+        "[debian]\nmirror = \"http://mirror.example/debian/\"\nsecurity = false\n\n[network]",
+        1,
+    );
+    let cluster = load(&text).unwrap();
+    assert_eq!(
+        cluster.debian.sources,
+        [
+            "deb http://mirror.example/debian trixie main",
+            "deb http://mirror.example/debian trixie-updates main"
+        ]
+    );
+}
+
+#[test]
 fn every_bad_manifest_gets_its_message() {
     let cases = cases();
     assert!(cases.len() >= 20);

@@ -55,16 +55,14 @@ fn mmdebstrap(
         .arg(format!("--components={}", debian.components.join(",")))
         .arg(format!("--include={}", spec.packages.join(",")))
         .arg("--aptopt=APT::Install-Recommends \"false\"")
-        .args([
-            "--skip=download/empty",
-            "--skip=essential/unlink",
-            "--skip=cleanup/apt/cache",
-        ])
+        // Keep the essential packages' .deb files: they were downloaded into the cache.
+        .arg("--skip=essential/unlink")
         .arg(format!("--setup-hook={setup}"))
         .arg("--customize-hook=umount \"$1/var/cache/apt/archives\"")
         .arg(&debian.suite)
         .arg(root)
-        .arg(&debian.mirror)
+        // One-line sources are taken as they are: the suite, updates and security.
+        .args(&debian.sources)
         .env("LC_ALL", "C.UTF-8")
         .run_streaming(on_line)
         .context("creating the base layer with mmdebstrap")
@@ -91,7 +89,15 @@ fn debootstrap(
         .env("LC_ALL", "C.UTF-8")
         .run_streaming(on_line)
         .context("creating the base layer with debootstrap")?;
-    // debootstrap resolves --include poorly for large sets (the kernel); apt does it right.
+    // debootstrap knows one mirror; apt gets every source. It also resolves --include
+    // poorly for large sets (the kernel), so apt installs the base packages.
+    let sources: String = debian
+        .sources
+        .iter()
+        .map(|line| format!("{line}\n"))
+        .collect();
+    std::fs::write(root.join("etc/apt/sources.list"), sources)
+        .context("writing the base layer's sources.list")?;
     let _guard = InstallGuard::new(root)?;
     let chroot = Chroot::new(root).with_apt_archives(&ctx.apt_archives);
     super::packages::apt_install(&chroot, &spec.packages, on_line)

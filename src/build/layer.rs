@@ -46,7 +46,7 @@ pub fn base_spec(
     let key = KeyBuilder::new()
         .add("recipe", RECIPE_VERSION)
         .add("suite", &debian.suite)
-        .add("mirror", &debian.mirror)
+        .add_list("sources", &debian.sources)
         .add("architecture", &debian.architecture)
         .add_list("components", &debian.components)
         .add_list("packages", &packages)

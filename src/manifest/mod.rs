@@ -22,6 +22,8 @@ use crate::role::RoleSet;
 pub const SUITE: &str = "trixie";
 /// The default Debian mirror.
 pub const DEFAULT_MIRROR: &str = "http://deb.debian.org/debian";
+/// The default mirror of Debian's security updates.
+pub const DEFAULT_SECURITY_MIRROR: &str = "http://deb.debian.org/debian-security";
 /// Debian 13's release day, the default clamp for file times when nothing else is set.
 pub const DEFAULT_SOURCE_DATE_EPOCH: i64 = 1_754_697_600;
 
@@ -68,6 +70,9 @@ pub struct Debian {
     pub architecture: String,
     /// Archive components.
     pub components: Vec<String>,
+    /// Every apt source, one-line style: the suite, then `trixie-updates` and
+    /// `trixie-security` unless the manifest turns them off.
+    pub sources: Vec<String>,
 }
 
 /// The cluster network.

@@ -22,6 +22,9 @@ pub struct DebianSection {
     pub mirror: Option<Spanned<String>>,
     pub architecture: Option<Spanned<String>>,
     pub components: Option<Vec<String>>,
+    pub security_mirror: Option<Spanned<String>>,
+    pub security: Option<bool>,
+    pub updates: Option<bool>,
 }
 
 /// `[network]`

@@ -8,8 +8,8 @@ use toml::Spanned;
 
 use super::raw;
 use super::{
-    Bootstrap, BuildSettings, Cluster, DEFAULT_MIRROR, DEFAULT_SOURCE_DATE_EPOCH, Debian, Format,
-    ManifestFile, Network, SUITE,
+    Bootstrap, BuildSettings, Cluster, DEFAULT_MIRROR, DEFAULT_SECURITY_MIRROR,
+    DEFAULT_SOURCE_DATE_EPOCH, Debian, Format, ManifestFile, Network, SUITE,
 };
 use crate::diag::{Diagnostics, InvalidInput, Source};
 use crate::hash::sha256_hex;
@@ -146,6 +146,9 @@ impl Checker<'_, '_> {
             mirror: None,
             architecture: None,
             components: None,
+            security_mirror: None,
+            security: None,
+            updates: None,
         });
         if let Some(suite) = &raw.suite.as_ref().filter(|s| s.get_ref() != SUITE) {
             self.error(
@@ -161,24 +164,38 @@ impl Checker<'_, '_> {
                 "only amd64 is built; leave architecture out",
             );
         }
-        let mirror = raw.mirror.map_or(DEFAULT_MIRROR.to_string(), |mirror| {
-            if !(mirror.get_ref().starts_with("http://")
-                || mirror.get_ref().starts_with("https://"))
-            {
-                self.error(
-                    Some(mirror.span()),
-                    format!("mirror `{}` is not an http(s) URL", mirror.get_ref()),
-                    "write a URL such as http://deb.debian.org/debian",
-                );
-            }
-            mirror.get_ref().trim_end_matches('/').to_string()
-        });
+        let mirror = self.mirror(raw.mirror.as_ref(), DEFAULT_MIRROR);
+        let security_mirror = self.mirror(raw.security_mirror.as_ref(), DEFAULT_SECURITY_MIRROR);
+        let components = raw.components.unwrap_or_else(|| vec!["main".to_string()]);
+        let line = |uri: &str, suite: &str| format!("deb {uri} {suite} {}", components.join(" "));
+        let mut sources = vec![line(&mirror, SUITE)];
+        if raw.updates.unwrap_or(true) {
+            sources.push(line(&mirror, &format!("{SUITE}-updates")));
+        }
+        if raw.security.unwrap_or(true) {
+            sources.push(line(&security_mirror, &format!("{SUITE}-security")));
+        }
         Debian {
             suite: SUITE.to_string(),
             mirror,
             architecture: "amd64".to_string(),
-            components: raw.components.unwrap_or_else(|| vec!["main".to_string()]),
+            components,
+            sources,
         }
+    }
+
+    fn mirror(&mut self, given: Option<&Spanned<String>>, default: &str) -> String {
+        let Some(mirror) = given else {
+            return default.to_string();
+        };
+        if !(mirror.get_ref().starts_with("http://") || mirror.get_ref().starts_with("https://")) {
+            self.error(
+                Some(mirror.span()),
+                format!("mirror `{}` is not an http(s) URL", mirror.get_ref()),
+                "write a URL such as http://deb.debian.org/debian",
+            );
+        }
+        mirror.get_ref().trim_end_matches('/').to_string()
     }
 
     pub(super) fn network(&mut self, raw: raw::NetworkSection) -> Option<Network> {
