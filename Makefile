@@ -8,7 +8,7 @@ CACHE    ?= .cache
 SUDO     := $(if $(filter 0,$(shell id -u)),,sudo)
 
 # Host tools the builder and the tests run (`r2a-image build` names them when missing).
-HOST_PACKAGES := mmdebstrap debootstrap arch-test apt-utils util-linux coreutils dpkg \
+HOST_PACKAGES := mmdebstrap debootstrap arch-test apt-utils util-linux coreutils dpkg xorriso \
                  tar gzip ca-certificates time bc systemd-container iproute2
 
 .PHONY: all deps build images test lint bench clean

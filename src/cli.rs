@@ -55,6 +55,20 @@ enum Command {
         #[arg(long, value_name = "DIR")]
         out: PathBuf,
     },
+    /// Writes cloud-init NoCloud seed images (label cidata) for nodes: OUT/<cluster>/seeds/<node>.iso.
+    Seed {
+        /// The cluster manifest.
+        manifest: PathBuf,
+        /// The nodes (repeatable).
+        #[arg(long = "node", value_name = "NAME", required_unless_present = "all")]
+        nodes: Vec<String>,
+        /// Every node of the manifest.
+        #[arg(long, conflicts_with = "nodes")]
+        all: bool,
+        /// Output folder.
+        #[arg(long, value_name = "DIR", default_value = "out")]
+        out: PathBuf,
+    },
     /// Builds role images.
     Build {
         /// The cluster manifest.
@@ -151,6 +165,28 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let count = render_node(&project, &node, &out)?;
             println!("{count} files for {node} written to {}", out.display());
         }
+        Command::Seed {
+            manifest,
+            nodes,
+            all,
+            out,
+        } => {
+            let project = Project::load(&data, &manifest, SecretsMode::ReadOnly)?;
+            let cluster = &project.cluster;
+            let chosen: Vec<&crate::manifest::Node> = if all {
+                cluster.nodes.iter().collect()
+            } else {
+                nodes
+                    .iter()
+                    .map(|name| find_node(&project, name))
+                    .collect::<anyhow::Result<_>>()?
+            };
+            for path in
+                crate::seed::write_seeds(cluster, &chosen, &out, cluster.source_date_epoch()?)?
+            {
+                println!("{}", path.display());
+            }
+        }
         Command::Build {
             manifest,
             selection,
@@ -202,19 +238,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 
 /// Writes the files a node ends up with, as root:root with their modes (review copy).
 fn render_node(project: &Project, node: &str, out: &Path) -> anyhow::Result<usize> {
-    let found = project.cluster.node(node).with_context(|| {
-        let names: Vec<&str> = project
-            .cluster
-            .nodes
-            .iter()
-            .map(|n| n.name.as_str())
-            .collect();
-        format!(
-            "no node `{node}` in {}; nodes: {}",
-            project.cluster.manifest.path.display(),
-            names.join(", ")
-        )
-    })?;
+    let found = find_node(project, node)?;
     let occupied = out
         .read_dir()
         .is_ok_and(|mut entries| entries.next().is_some());
@@ -238,6 +262,23 @@ fn absolute_dir(dir: &Path) -> anyhow::Result<PathBuf> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     dir.canonicalize()
         .with_context(|| format!("resolving {}", dir.display()))
+}
+
+/// The node called `name`, or an error listing the manifest's nodes.
+fn find_node<'a>(project: &'a Project, name: &str) -> anyhow::Result<&'a crate::manifest::Node> {
+    project.cluster.node(name).with_context(|| {
+        let names: Vec<&str> = project
+            .cluster
+            .nodes
+            .iter()
+            .map(|n| n.name.as_str())
+            .collect();
+        format!(
+            "no node `{name}` in {}; nodes: {}",
+            project.cluster.manifest.path.display(),
+            names.join(", ")
+        )
+    })
 }
 
 /// A binary installed beside the running one (cargo puts both in target/<profile>/).

@@ -17,4 +17,5 @@ pub mod progress;
 pub mod project;
 pub mod role;
 pub mod secrets;
+pub mod seed;
 pub mod tomldoc;

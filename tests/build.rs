@@ -207,6 +207,31 @@ fn the_rendered_configs_pass_the_real_programs_inside_the_images() {
         script.push_str(&format!("runuser -u postgres -- patroni --validate-config /usr/lib/r2a/nodes/{node}/etc/patroni/config.yml\n"));
     }
     in_image(db.path(), &script);
+    // The seeds r2a-image writes pass cloud-init's own schema checks, in the image's cloud-init.
+    let cluster = r2a::manifest::Cluster::load(
+        &fx.manifest,
+        &r2a::role::RoleSet::load(&support::repo().join("roles")).unwrap(),
+    )
+    .unwrap();
+    let check = db.path().join("root/seed-check");
+    std::fs::create_dir_all(&check).unwrap();
+    for node in &cluster.nodes {
+        let files = r2a::seed::seed_files(&cluster, node);
+        std::fs::write(
+            check.join(format!("{}.user-data", node.name)),
+            &files.user_data,
+        )
+        .unwrap();
+        std::fs::write(
+            check.join(format!("{}.network-config", node.name)),
+            &files.network_config,
+        )
+        .unwrap();
+    }
+    in_image(
+        db.path(),
+        "cd /root/seed-check && for f in *.user-data; do cloud-init schema -c $f; done && for f in *.network-config; do cloud-init schema --schema-type network-config -c $f; done",
+    );
     let portal = fx.extracted("portal");
     in_image(portal.path(), "haproxy -c -f /etc/haproxy/haproxy.cfg");
     in_image(portal.path(), "nft -c -f /etc/nftables.conf");

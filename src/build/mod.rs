@@ -23,7 +23,7 @@ use crate::overlay::RenderedRole;
 use crate::progress::Progress;
 use crate::project::Project;
 pub use layer::{LayerSpec, LayerStore};
-pub use publish::{ArtifactRecord, ImageRecord};
+pub use publish::{ArtifactRecord, ClusterIndex, ImageRecord, SeedRecord};
 
 /// What to build and where.
 #[derive(Debug, Clone)]
@@ -100,13 +100,7 @@ impl<'a> BuildContext<'a> {
         progress: Progress,
     ) -> anyhow::Result<Self> {
         let cluster = &project.cluster;
-        let source_date_epoch = match std::env::var("SOURCE_DATE_EPOCH") {
-            Ok(value) => value
-                .trim()
-                .parse()
-                .with_context(|| format!("SOURCE_DATE_EPOCH={value} is not a number of seconds"))?,
-            Err(_) => cluster.build.source_date_epoch,
-        };
+        let source_date_epoch = cluster.source_date_epoch()?;
         let agent_sha256 = crate::hash::sha256_file(&options.agent).with_context(|| {
             format!(
                 "reading the r2a-node binary {}; build it with `cargo build --release`",

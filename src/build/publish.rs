@@ -56,18 +56,82 @@ pub struct ArtifactRecord {
     pub size: u64,
 }
 
+/// One node's NoCloud seed image.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SeedRecord {
+    /// Path relative to `out/<cluster>/`.
+    pub path: String,
+    /// sha256 of its bytes.
+    pub sha256: String,
+    /// Size in bytes.
+    pub size: u64,
+}
+
+/// `out/<cluster>/manifest.json`: every published image and seed; `SHA256SUMS` is
+/// written from it.
 #[derive(Debug, Default, Serialize, Deserialize)]
-struct ClusterManifest {
+pub struct ClusterIndex {
     cluster: String,
     manifest: Option<crate::manifest::ManifestFile>,
     builder: String,
     images: BTreeMap<String, ImageRecord>,
+    /// Seeds by node name.
+    #[serde(default)]
+    pub seeds: BTreeMap<String, SeedRecord>,
+}
+
+impl ClusterIndex {
+    /// The index in `cluster_out`, or an empty one.
+    pub fn read(cluster_out: &Path) -> ClusterIndex {
+        std::fs::read(cluster_out.join("manifest.json"))
+            .ok()
+            .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+            .unwrap_or_default()
+    }
+
+    /// Drops entries whose files are gone, then rewrites `manifest.json` and `SHA256SUMS`
+    /// atomically.
+    pub fn write(
+        &mut self,
+        cluster_out: &Path,
+        cluster: &crate::manifest::Cluster,
+    ) -> anyhow::Result<()> {
+        self.images.retain(|_, record| {
+            record
+                .artifacts
+                .iter()
+                .all(|a| cluster_out.join(&a.path).is_file())
+        });
+        self.seeds
+            .retain(|_, seed| cluster_out.join(&seed.path).is_file());
+        self.cluster = cluster.name.clone();
+        self.manifest = Some(cluster.manifest.clone());
+        self.builder = format!("r2a-image {}", env!("CARGO_PKG_VERSION"));
+        let images = self
+            .images
+            .values()
+            .flat_map(|r| &r.artifacts)
+            .map(|a| (&a.path, &a.sha256));
+        let seeds = self.seeds.values().map(|s| (&s.path, &s.sha256));
+        let mut sums: Vec<(&String, &String)> = images.chain(seeds).collect();
+        sums.sort();
+        let text: String = sums
+            .iter()
+            .map(|(path, sha256)| format!("{sha256}  {path}\n"))
+            .collect();
+        fsutil::write_atomic(
+            &cluster_out.join("manifest.json"),
+            &serde_json::to_vec_pretty(self)?,
+            0o644,
+        )?;
+        fsutil::write_atomic(&cluster_out.join("SHA256SUMS"), text.as_bytes(), 0o644)
+    }
 }
 
 /// The staging folder of one build and what it holds so far.
 pub struct Staging {
     dir: WorkDir,
-    previous: ClusterManifest,
+    previous: ClusterIndex,
     built: Vec<ImageRecord>,
     reused: Vec<ImageRecord>,
 }
@@ -77,10 +141,7 @@ impl Staging {
     pub fn new(ctx: &BuildContext<'_>) -> anyhow::Result<Staging> {
         let out = ctx.cluster_out();
         std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
-        let previous = std::fs::read(out.join("manifest.json"))
-            .ok()
-            .and_then(|bytes| serde_json::from_slice(&bytes).ok())
-            .unwrap_or_default();
+        let previous = ClusterIndex::read(&out);
         Ok(Staging {
             dir: WorkDir::new(&out, ".staging-")?,
             previous,
@@ -205,25 +266,7 @@ impl Staging {
         for record in self.built.iter().chain(&self.reused) {
             manifest.images.insert(record.role.clone(), record.clone());
         }
-        manifest
-            .images
-            .retain(|_, record| record.artifacts.iter().all(|a| out.join(&a.path).is_file()));
-        manifest.cluster = ctx.project.cluster.name.clone();
-        manifest.manifest = Some(ctx.project.cluster.manifest.clone());
-        manifest.builder = format!("r2a-image {}", env!("CARGO_PKG_VERSION"));
-        let mut sums: Vec<String> = manifest
-            .images
-            .values()
-            .flat_map(|r| &r.artifacts)
-            .map(|a| format!("{}  {}\n", a.sha256, a.path))
-            .collect();
-        sums.sort_by(|a, b| a[66..].cmp(&b[66..]));
-        fsutil::write_atomic(
-            &out.join("manifest.json"),
-            &serde_json::to_vec_pretty(&manifest)?,
-            0o644,
-        )?;
-        fsutil::write_atomic(&out.join("SHA256SUMS"), sums.concat().as_bytes(), 0o644)?;
+        manifest.write(&out, &ctx.project.cluster)?;
         Ok(self.built.into_iter().chain(self.reused).collect())
     }
 }

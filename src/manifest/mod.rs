@@ -210,6 +210,18 @@ impl Cluster {
         Ok(cluster)
     }
 
+    /// The time file times are clamped to: `$SOURCE_DATE_EPOCH` when set, else the
+    /// manifest's `[build] source_date_epoch`, else Debian 13's release day.
+    pub fn source_date_epoch(&self) -> anyhow::Result<i64> {
+        match std::env::var("SOURCE_DATE_EPOCH") {
+            Ok(value) => value
+                .trim()
+                .parse()
+                .with_context(|| format!("SOURCE_DATE_EPOCH={value} is not a number of seconds")),
+            Err(_) => Ok(self.build.source_date_epoch),
+        }
+    }
+
     /// The nodes of one role, in manifest order.
     pub fn nodes_of<'a>(&'a self, role: &'a str) -> impl Iterator<Item = &'a Node> + 'a {
         self.nodes.iter().filter(move |node| node.role == role)

@@ -189,6 +189,11 @@ impl Fixture {
     }
 }
 
+/// The source checkout.
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
 /// A copy of the project's roles/ and overlays/, to change for one test.
 pub fn data_copy() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();

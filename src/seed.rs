@@ -1,0 +1,206 @@
+//! Per-node cloud-init NoCloud seeds: `meta-data` (a stable instance-id and the node's
+//! name), `user-data` and a `network-config` (v2) with the node's static address, packed
+//! as an ISO 9660 image labelled `cidata` that cloud-init finds on any attached drive.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::Context;
+
+use crate::build::{ClusterIndex, SeedRecord, WorkDir};
+use crate::exec::{CommandExt, Tool, require_tools};
+use crate::fsutil;
+use crate::hash::sha256_file;
+use crate::manifest::{Cluster, Node};
+
+/// The tool that packs seeds.
+const XORRISO: Tool = Tool {
+    program: "xorriso",
+    package: "xorriso",
+    reason: "pack NoCloud seed images",
+};
+
+/// The three files of one node's seed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SeedFiles {
+    /// `meta-data`.
+    pub meta_data: String,
+    /// `user-data`.
+    pub user_data: String,
+    /// `network-config`.
+    pub network_config: String,
+}
+
+/// The seed of one node. The instance-id stays the same across rebuilds, so cloud-init's
+/// once-per-instance steps run once per node, not once per image.
+pub fn seed_files(cluster: &Cluster, node: &Node) -> SeedFiles {
+    let meta_data = format!(
+        "instance-id: r2a-{cluster}-{node}\nlocal-hostname: {node}\nr2a-node: {node}\n",
+        cluster = cluster.name,
+        node = node.name
+    );
+    let user_data = format!(
+        "#cloud-config\n# Seed of {node} in cluster {cluster}, written by r2a-image. The image configures\n# the rest; r2a-node reads the node's name from meta-data.\nhostname: {node}\nfqdn: {node}.{domain}\nmanage_etc_hosts: false\nssh_pwauth: false\ndisable_root: false\n",
+        node = node.name,
+        cluster = cluster.name,
+        domain = cluster.domain
+    );
+    SeedFiles {
+        meta_data,
+        user_data,
+        network_config: network_config(cluster, node),
+    }
+}
+
+fn network_config(cluster: &Cluster, node: &Node) -> String {
+    let network = &cluster.network;
+    let mut text =
+        String::from("network:\n  version: 2\n  ethernets:\n    cluster:\n      match:\n");
+    match &node.mac {
+        Some(mac) => {
+            let _ = writeln!(text, "        macaddress: \"{mac}\"");
+        }
+        None => text.push_str("        name: \"en*\"\n"),
+    }
+    let _ = writeln!(
+        text,
+        "      addresses: [\"{}/{}\"]",
+        node.address, network.prefix_len
+    );
+    let _ = writeln!(
+        text,
+        "      routes:\n        - to: default\n          via: {}",
+        network.gateway
+    );
+    let dns: Vec<String> = network.dns.iter().map(|ip| format!("\"{ip}\"")).collect();
+    let _ = writeln!(
+        text,
+        "      nameservers:\n        addresses: [{}]\n        search: [\"{}\"]",
+        dns.join(", "),
+        cluster.domain
+    );
+    text
+}
+
+/// Writes the seeds of `nodes` to `<out>/<cluster>/seeds/<node>.iso`, atomically, and
+/// records them in the cluster's `manifest.json` and `SHA256SUMS`.
+pub fn write_seeds(
+    cluster: &Cluster,
+    nodes: &[&Node],
+    out: &Path,
+    source_date_epoch: i64,
+) -> anyhow::Result<Vec<PathBuf>> {
+    require_tools(&[XORRISO])?;
+    let cluster_out = out.join(&cluster.name);
+    let seeds = cluster_out.join("seeds");
+    std::fs::create_dir_all(&seeds).with_context(|| format!("creating {}", seeds.display()))?;
+    let work = WorkDir::new(&seeds, ".staging-")?;
+    let mut written = Vec::new();
+    for node in nodes {
+        let files = seed_files(cluster, node);
+        let dir = work.path().join(&node.name);
+        std::fs::create_dir_all(&dir)?;
+        for (name, content) in [
+            ("meta-data", &files.meta_data),
+            ("user-data", &files.user_data),
+            ("network-config", &files.network_config),
+        ] {
+            let path = dir.join(name);
+            fsutil::write_atomic(&path, content.as_bytes(), 0o644)?;
+            set_mtime(&path, source_date_epoch)?;
+        }
+        set_mtime(&dir, source_date_epoch)?;
+        let iso = work.path().join(format!("{}.iso", node.name));
+        Command::new("xorriso")
+            .args([
+                "-as", "mkisofs", "-quiet", "-volid", "cidata", "-joliet", "-rock", "-o",
+            ])
+            .arg(&iso)
+            .arg(&dir)
+            .env("SOURCE_DATE_EPOCH", source_date_epoch.to_string())
+            .run()
+            .with_context(|| format!("packing the seed of {}", node.name))?;
+        written.push(iso);
+    }
+    let mut index = ClusterIndex::read(&cluster_out);
+    let mut published = Vec::new();
+    for (node, iso) in nodes.iter().zip(written) {
+        let target = seeds.join(format!("{}.iso", node.name));
+        std::fs::rename(&iso, &target).with_context(|| format!("writing {}", target.display()))?;
+        let path = format!("seeds/{}.iso", node.name);
+        let size = std::fs::metadata(&target)?.len();
+        index.seeds.insert(
+            node.name.clone(),
+            SeedRecord {
+                path,
+                sha256: sha256_file(&target)?,
+                size,
+            },
+        );
+        published.push(target);
+    }
+    index.write(&cluster_out, cluster)?;
+    Ok(published)
+}
+
+/// File times go into the ISO: fixed ones make the same seed byte for byte.
+fn set_mtime(path: &Path, epoch: i64) -> anyhow::Result<()> {
+    let time = std::time::UNIX_EPOCH + std::time::Duration::from_secs(epoch.max(0) as u64);
+    std::fs::File::open(path)
+        .and_then(|file| file.set_modified(time))
+        .with_context(|| format!("setting the time of {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::project::{Project, SecretsMode};
+
+    fn reference() -> Project {
+        let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+        Project::load(
+            repo,
+            &repo.join("examples/reference-cluster.toml"),
+            SecretsMode::ReadOnly,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn a_seed_names_the_node_and_carries_its_static_address() {
+        let project = reference();
+        let node = project.cluster.node("pg-node-02").unwrap();
+        let files = seed_files(&project.cluster, node);
+        assert_eq!(
+            files.meta_data,
+            "instance-id: r2a-ring2all-pg-node-02\nlocal-hostname: pg-node-02\nr2a-node: pg-node-02\n"
+        );
+        assert!(files.user_data.starts_with("#cloud-config\n"));
+        assert!(
+            files
+                .user_data
+                .contains("fqdn: pg-node-02.pbx.example.com\n")
+        );
+        assert_eq!(
+            files.network_config,
+            "network:\n  version: 2\n  ethernets:\n    cluster:\n      match:\n        name: \"en*\"\n      addresses: [\"192.168.10.32/24\"]\n      routes:\n        - to: default\n          via: 192.168.10.1\n      nameservers:\n        addresses: [\"192.168.10.1\"]\n        search: [\"pbx.example.com\"]\n"
+        );
+    }
+
+    #[test]
+    fn a_node_with_a_mac_is_matched_by_it() {
+        let mut project = reference();
+        project.cluster.nodes[0].mac = Some("52:54:00:aa:bb:cc".to_string());
+        let node = project.cluster.nodes[0].clone();
+        let files = seed_files(&project.cluster, &node);
+        assert!(
+            files
+                .network_config
+                .contains("macaddress: \"52:54:00:aa:bb:cc\""),
+            "{}",
+            files.network_config
+        );
+        assert!(!files.network_config.contains("name:"));
+    }
+}
