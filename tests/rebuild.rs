@@ -1,0 +1,210 @@
+//! Rebuilds of the test cluster (root needed): what a rebuild reuses (every cached layer
+//! and unchanged image) and what it redoes (an overlay edit), and what a failed, an
+//! interrupted or an invalid build leaves behind: nothing.
+
+mod support;
+
+use support::{fixture, run_image_tool};
+
+#[test]
+fn an_unchanged_rebuild_hits_every_cache_and_keeps_the_artifacts() {
+    let fx = fixture();
+    let _build = fx.lock();
+    let before = std::fs::read_to_string(fx.cluster_out().join("SHA256SUMS")).unwrap();
+    let output = fx.build(&["--role", "db", "--role", "portal"], None);
+    assert!(output.status.success(), "{}", output.stderr);
+    for line in ["base layer", "db: package layer", "portal: package layer"] {
+        let hit = output
+            .stderr
+            .lines()
+            .any(|l| l.contains(line) && l.contains("(cached)"));
+        assert!(hit, "{line} was not a cache hit:\n{}", output.stderr);
+    }
+    assert_eq!(
+        output.stderr.matches("unchanged, kept").count(),
+        2,
+        "{}",
+        output.stderr
+    );
+    assert_eq!(
+        before,
+        std::fs::read_to_string(fx.cluster_out().join("SHA256SUMS")).unwrap()
+    );
+
+    let plan = run_image_tool(
+        &[
+            "plan",
+            fx.manifest.to_str().unwrap(),
+            "--cache",
+            fx.cache.to_str().unwrap(),
+            "--role",
+            "db",
+            "--json",
+        ],
+        None,
+    );
+    let plan: serde_json::Value = serde_json::from_str(&plan.stdout).unwrap();
+    assert_eq!(plan["base"]["cached"], true);
+    assert_eq!(plan["roles"][0]["layer"]["cached"], true);
+}
+
+#[test]
+fn an_overlay_change_rebuilds_the_image_but_no_package_layer() {
+    let fx = fixture();
+    let _build = fx.lock();
+    let data = support::data_copy();
+    std::fs::write(
+        data.path().join("overlays/common/etc/motd"),
+        "changed overlay\n",
+    )
+    .unwrap();
+    let output = fx.build(&["--role", "portal"], Some(data.path()));
+    assert!(output.status.success(), "{}", output.stderr);
+    assert!(
+        output
+            .stderr
+            .lines()
+            .any(|l| l.contains("portal: package layer") && l.contains("(cached)")),
+        "{}",
+        output.stderr
+    );
+    assert!(
+        !output.stderr.contains("unchanged, kept"),
+        "the image must be rebuilt:\n{}",
+        output.stderr
+    );
+    let tree = fx.extracted("portal");
+    assert_eq!(
+        std::fs::read_to_string(tree.path().join("etc/motd")).unwrap(),
+        "changed overlay\n"
+    );
+    // Put the project's own overlay back for the other tests.
+    let output = fx.build(&["--role", "portal"], None);
+    assert!(output.status.success(), "{}", output.stderr);
+}
+
+#[test]
+fn a_failed_build_leaves_no_partial_artifact_and_no_work_tree() {
+    let fx = fixture();
+    let _build = fx.lock();
+    let before = std::fs::read_to_string(fx.cluster_out().join("SHA256SUMS")).unwrap();
+    let data = support::data_copy();
+    // A file owned by a user the image does not have fails the overlay stage.
+    let role = data.path().join("roles/portal.toml");
+    let text = std::fs::read_to_string(&role).unwrap()
+        + "\n[[files]]\npath = \"/etc/hosts\"\nmode = \"0644\"\nowner = \"no-such-user\"\n";
+    std::fs::write(&role, text).unwrap();
+    let output = fx.build(&["--role", "portal"], Some(data.path()));
+    assert!(!output.status.success());
+    assert!(
+        output
+            .stderr
+            .contains("user `no-such-user` does not exist in the image"),
+        "{}",
+        output.stderr
+    );
+    assert_eq!(
+        before,
+        std::fs::read_to_string(fx.cluster_out().join("SHA256SUMS")).unwrap()
+    );
+    let leftovers = support::hidden_entries(&fx.cluster_out());
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+    assert_eq!(
+        std::fs::read_dir(fx.cache.join("work")).unwrap().count(),
+        0,
+        "work trees are removed"
+    );
+}
+
+#[test]
+fn ctrl_c_leaves_no_mount_no_process_and_no_partial_artifact() {
+    let fx = fixture();
+    let _build = fx.lock();
+    let before = std::fs::read_to_string(fx.cluster_out().join("SHA256SUMS")).unwrap();
+    // --refresh rebuilds the portal layer: apt runs inside the namespace when SIGINT comes.
+    let mut child = fx
+        .build_command(&["--role", "portal", "--refresh"])
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    // Package installs run as `unshare ... r2a-chroot apt-get ...`.
+    let installing = "r2a-chroot apt-get";
+    while support::processes_mentioning(installing).is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the layer build never reached apt"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    rustix::process::kill_process(
+        rustix::process::Pid::from_child(&child),
+        rustix::process::Signal::INT,
+    )
+    .unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130), "interrupted builds exit 130");
+
+    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap();
+    let cache = fx.cache.to_string_lossy();
+    assert!(
+        !mounts.contains(cache.as_ref()),
+        "mounts left behind:\n{mounts}"
+    );
+    for needle in [installing, cache.as_ref()] {
+        let left = support::processes_mentioning(needle);
+        assert!(left.is_empty(), "processes left behind: {left:?}");
+    }
+    assert_eq!(
+        before,
+        std::fs::read_to_string(fx.cluster_out().join("SHA256SUMS")).unwrap()
+    );
+    let leftovers = support::hidden_entries(&fx.cache.join("layers"));
+    assert!(
+        leftovers.is_empty(),
+        "half-built layers left: {leftovers:?}"
+    );
+    assert_eq!(std::fs::read_dir(fx.cache.join("work")).unwrap().count(), 0);
+    // The cached layer survived: the next build hits it.
+    let output = fx.build(&["--role", "portal"], None);
+    assert!(
+        output
+            .stderr
+            .lines()
+            .any(|l| l.contains("portal: package layer") && l.contains("(cached)")),
+        "{}",
+        output.stderr
+    );
+}
+
+#[test]
+fn invalid_input_exits_2_and_writes_nothing() {
+    let fx = fixture();
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = dir.path().join("bad.toml");
+    std::fs::write(
+        &manifest,
+        std::fs::read_to_string(&fx.manifest)
+            .unwrap()
+            .replace("role = \"portal\"", "role = \"portl\""),
+    )
+    .unwrap();
+    let out = dir.path().join("out");
+    let output = run_image_tool(
+        &[
+            "build",
+            manifest.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--cache",
+            fx.cache.to_str().unwrap(),
+        ],
+        None,
+    );
+    assert_eq!(output.status.code(), Some(2), "{}", output.stderr);
+    assert!(
+        output.stderr.contains("bad.toml:") && output.stderr.contains("unknown role `portl`"),
+        "{}",
+        output.stderr
+    );
+    assert!(!out.exists(), "nothing may be written for invalid input");
+}
