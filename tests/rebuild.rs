@@ -13,12 +13,12 @@ fn an_unchanged_rebuild_hits_every_cache_and_keeps_the_artifacts() {
     let before = std::fs::read_to_string(fx.cluster_out().join("SHA256SUMS")).unwrap();
     let output = fx.build(&["--role", "db", "--role", "portal"], None);
     assert!(output.status.success(), "{}", output.stderr);
-    for line in ["base layer", "db: package layer", "portal: package layer"] {
-        let hit = output
-            .stderr
-            .lines()
-            .any(|l| l.contains(line) && l.contains("(cached)"));
-        assert!(hit, "{line} was not a cache hit:\n{}", output.stderr);
+    for stage in ["base layer", "db: package layer", "portal: package layer"] {
+        assert!(
+            output.hit_cache(stage),
+            "{stage} was not a cache hit:\n{}",
+            output.stderr
+        );
     }
     assert_eq!(
         output.stderr.matches("unchanged, kept").count(),
@@ -61,10 +61,7 @@ fn an_overlay_change_rebuilds_the_image_but_no_package_layer() {
     let output = fx.build(&["--role", "portal"], Some(data.path()));
     assert!(output.status.success(), "{}", output.stderr);
     assert!(
-        output
-            .stderr
-            .lines()
-            .any(|l| l.contains("portal: package layer") && l.contains("(cached)")),
+        output.hit_cache("portal: package layer"),
         "{}",
         output.stderr
     );
@@ -167,10 +164,7 @@ fn ctrl_c_leaves_no_mount_no_process_and_no_partial_artifact() {
     // The cached layer survived: the next build hits it.
     let output = fx.build(&["--role", "portal"], None);
     assert!(
-        output
-            .stderr
-            .lines()
-            .any(|l| l.contains("portal: package layer") && l.contains("(cached)")),
+        output.hit_cache("portal: package layer"),
         "{}",
         output.stderr
     );

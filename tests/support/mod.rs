@@ -71,6 +71,15 @@ role = "telephony"
 address = "10.77.0.51"
 "#;
 
+impl Output {
+    /// Whether the stage named `stage` (e.g. "db: package layer") was served from the cache.
+    pub fn hit_cache(&self, stage: &str) -> bool {
+        self.stderr
+            .lines()
+            .any(|line| line.contains(stage) && line.contains("(cached)"))
+    }
+}
+
 /// The built test cluster.
 pub struct Fixture {
     /// The manifest.
