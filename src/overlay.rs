@@ -410,25 +410,21 @@ fn check_secret_modes(
         .iter()
         .chain(rendered.per_node.values().flatten())
     {
-        for (name, value) in inputs.secrets.values() {
-            let secret = value.expose().as_bytes();
-            let leaks = file
-                .content
-                .windows(secret.len())
-                .any(|window| window == secret);
-            if leaks && file.mode & 0o004 != 0 {
-                diagnostics.in_file(
-                    &file.origin,
-                    format!(
-                        "{} would carry the secret `{name}` readable by everyone (mode {:04o})",
-                        file.path, file.mode
-                    ),
-                    Some(format!(
-                        "declare it in roles/{}.toml: [[files]] path = \"{}\" mode = \"0600\"",
-                        role.name, file.path
-                    )),
-                );
-            }
+        if file.mode & 0o004 == 0 {
+            continue;
+        }
+        for name in inputs.secrets.found_in(&file.content) {
+            diagnostics.in_file(
+                &file.origin,
+                format!(
+                    "{} would carry the secret `{name}` readable by everyone (mode {:04o})",
+                    file.path, file.mode
+                ),
+                Some(format!(
+                    "declare it in roles/{}.toml: [[files]] path = \"{}\" mode = \"0600\"",
+                    role.name, file.path
+                )),
+            );
         }
     }
     diagnostics.dedup();

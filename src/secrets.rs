@@ -165,6 +165,16 @@ impl Secrets {
             .filter_map(|name| self.values.get(name).map(|value| (name.as_str(), value)))
     }
 
+    /// The names of the secrets whose values appear in `content`.
+    pub fn found_in<'a>(&'a self, content: &'a [u8]) -> impl Iterator<Item = &'a str> + 'a {
+        self.values.iter().filter_map(move |(name, value)| {
+            let secret = value.expose().as_bytes();
+            let found =
+                !secret.is_empty() && content.windows(secret.len()).any(|window| window == secret);
+            found.then_some(name.as_str())
+        })
+    }
+
     /// Every value, for checks that no secret leaks into a public file or a log.
     pub fn values(&self) -> impl Iterator<Item = (&str, &Secret)> {
         self.values

@@ -284,14 +284,10 @@ fn artifact_key(ctx: &BuildContext<'_>, layer: &LayerSpec, overlay: &RenderedRol
 }
 
 fn contains_secrets(ctx: &BuildContext<'_>, overlay: &RenderedRole) -> bool {
-    overlay.image_files().iter().any(|file| {
-        ctx.project.secrets.values().any(|(_, secret)| {
-            let secret = secret.expose().as_bytes();
-            file.content
-                .windows(secret.len())
-                .any(|window| window == secret)
-        })
-    })
+    overlay
+        .image_files()
+        .iter()
+        .any(|file| ctx.project.secrets.found_in(&file.content).next().is_some())
 }
 
 fn tree_size(root: &Path) -> u64 {
