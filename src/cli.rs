@@ -6,6 +6,8 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
+use crate::boot::BootOptions;
+use crate::boot::qemu::{Accel, Firmware};
 use crate::build::{self, BuildOptions};
 use crate::diag::InvalidInput;
 use crate::interrupt::Interrupted;
@@ -69,6 +71,8 @@ enum Command {
         #[arg(long, value_name = "DIR", default_value = "out")]
         out: PathBuf,
     },
+    /// Boots a built image in QEMU on a serial console, with a node's seed attached.
+    Boot(BootArgs),
     /// Builds role images.
     Build {
         /// The cluster manifest.
@@ -87,7 +91,90 @@ enum Command {
         /// Rebuild package layers even when cached (to pick up newer packages).
         #[arg(long)]
         refresh: bool,
+        /// Size of raw, qcow2 and ISO-installed disks, e.g. 8GiB (default: the tree plus
+        /// 512 MiB; the root grows to the real disk on first boot).
+        #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+        disk_size: Option<u64>,
     },
+}
+
+/// `r2a-image boot`'s options.
+#[derive(Debug, clap::Args)]
+struct BootArgs {
+    /// The cluster manifest.
+    manifest: PathBuf,
+    /// The role whose image boots.
+    #[arg(long)]
+    role: String,
+    /// The node whose NoCloud seed is attached (default: the role's first node).
+    #[arg(long, value_name = "NAME")]
+    node: Option<String>,
+    /// Which artifact boots.
+    #[arg(long, value_enum, default_value = "qcow2")]
+    format: Format,
+    /// The firmware.
+    #[arg(long, value_enum, default_value = "uefi")]
+    firmware: Firmware,
+    /// KVM or software emulation (auto: KVM when it works, else TCG).
+    #[arg(long, value_enum, default_value = "auto")]
+    accel: Accel,
+    /// ISO only: take the install entry, install onto a blank disk, then boot that disk.
+    #[arg(long)]
+    install: bool,
+    /// Exit 0 once multi-user.target is reached, r2a-firstboot.service succeeded and no
+    /// unit failed; exit 1 with the console's tail otherwise.
+    #[arg(long)]
+    check: bool,
+    /// The check's time limit in seconds.
+    #[arg(long, value_name = "SECONDS", default_value_t = 900)]
+    timeout: u64,
+    /// Guest memory in MiB (the live formats hold the system in RAM).
+    #[arg(long, value_name = "MIB", default_value_t = 2048)]
+    memory: u32,
+    /// Where the images were published.
+    #[arg(long, value_name = "DIR", default_value = "out")]
+    out: PathBuf,
+}
+
+fn boot(data: &Path, args: BootArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        !args.install || args.format == Format::Iso,
+        "--install is the ISO's install entry; add --format iso"
+    );
+    crate::interrupt::install()?;
+    let project = Project::load(data, &args.manifest, SecretsMode::ReadOnly)?;
+    let options = BootOptions {
+        role: args.role,
+        node: args.node,
+        format: args.format,
+        firmware: args.firmware,
+        accel: args.accel,
+        install: args.install,
+        check: args.check,
+        timeout: std::time::Duration::from_secs(args.timeout),
+        memory_mib: args.memory,
+        out: absolute_dir(&args.out)?,
+    };
+    if let Some(report) = crate::boot::boot(&project, &options)? {
+        println!(
+            "r2a-image: {} booted ({}, {:?}): multi-user.target reached, r2a-firstboot.service succeeded{}, no failed unit; addresses {}",
+            report.node.as_deref().unwrap_or("?"),
+            options.format.name(),
+            options.firmware,
+            report
+                .firstboot_done_seconds
+                .map(|s| format!(" at {s:.1} s"))
+                .unwrap_or_default(),
+            report.addresses.join(", ")
+        );
+    }
+    Ok(())
+}
+
+fn parse_size(text: &str) -> Result<u64, String> {
+    text.parse::<bytesize::ByteSize>()
+        .map(|size| size.as_u64())
+        .map_err(|_| format!("`{text}` is not a size; write one such as 8GiB or 4096MiB"))
 }
 
 /// What to build (or plan): the same options for `plan` and `build`.
@@ -187,6 +274,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 println!("{}", path.display());
             }
         }
+        Command::Boot(args) => boot(&data, args)?,
         Command::Build {
             manifest,
             selection,
@@ -194,6 +282,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             cache,
             agent,
             refresh,
+            disk_size,
         } => {
             let Selection {
                 roles,
@@ -216,6 +305,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 cache,
                 agent,
                 refresh,
+                disk_size,
             };
             let records = build::build(&project, &options, Progress::detect())?;
             for record in records {

@@ -22,6 +22,8 @@ pub trait CommandExt {
     /// Runs the command, calling `on_line` for each line it prints on stdout or stderr
     /// (for progress display); the tail of stderr goes into the error.
     fn run_streaming(&mut self, on_line: &(dyn Fn(&str) + Sync)) -> anyhow::Result<()>;
+    /// Runs the command with `input` on its stdin (an sfdisk script, say).
+    fn run_with_input(&mut self, input: &[u8]) -> anyhow::Result<()>;
 }
 
 impl CommandExt for Command {
@@ -79,6 +81,29 @@ impl CommandExt for Command {
                 &status,
                 &kept.iter().cloned().collect::<Vec<_>>().join("\n")
             ));
+        }
+        crate::interrupt::check()?;
+        Ok(())
+    }
+
+    fn run_with_input(&mut self, input: &[u8]) -> anyhow::Result<()> {
+        let mut child = self
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("starting {}", describe(self)))?;
+        let _registered = crate::interrupt::ChildGuard::register(child.id());
+        let mut stdin = child.stdin.take().expect("stdin is piped");
+        // A command that exits early closes its stdin; its status tells why.
+        let _ = std::io::Write::write_all(&mut stdin, input);
+        drop(stdin);
+        let output = child
+            .wait_with_output()
+            .with_context(|| format!("waiting for {}", describe(self)))?;
+        if !output.status.success() {
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            bail!(failure(self, &output.status, &tail(stderr.lines())));
         }
         crate::interrupt::check()?;
         Ok(())

@@ -3,6 +3,7 @@
 //! the cluster at first boot.
 
 pub mod agent;
+pub mod boot;
 pub mod build;
 pub mod cli;
 pub mod diag;

@@ -124,7 +124,7 @@ pub fn plan(
             overlay_files: overlay.image_files().len(),
             outputs: formats
                 .iter()
-                .map(|f| format!("{}/{name}/{}", cluster.name, output_name(*f)))
+                .map(|f| format!("{}/{name}/{}", cluster.name, f.output(&name)))
                 .collect(),
             role: name,
         });
@@ -140,12 +140,6 @@ pub fn plan(
         roles: role_plans,
         capacity: capacity(project),
     })
-}
-
-fn output_name(format: Format) -> &'static str {
-    match format {
-        Format::Tar => "rootfs.tar.gz",
-    }
 }
 
 fn capacity(project: &Project) -> Option<CapacityPlan> {

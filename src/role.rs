@@ -251,6 +251,27 @@ pub struct PrepareFile {
     pub path: String,
     /// The whole content.
     pub content: String,
+    /// Written with mode 0755 instead of 0644 (initramfs hooks and boot scripts).
+    #[serde(default)]
+    pub executable: bool,
+}
+
+impl PrepareFile {
+    /// The file's mode.
+    pub fn mode(&self) -> u32 {
+        if self.executable { 0o755 } else { 0o644 }
+    }
+
+    /// Writes the file under `root`, creating its folders.
+    pub fn write_into(&self, root: &Path) -> anyhow::Result<()> {
+        use std::os::unix::fs::PermissionsExt;
+        let path = root.join(self.path.trim_start_matches('/'));
+        std::fs::create_dir_all(path.parent().expect("absolute paths have a parent"))?;
+        std::fs::write(&path, &self.content)
+            .map_err(|e| anyhow::anyhow!("writing {}: {e}", path.display()))?;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(self.mode()))
+            .map_err(|e| anyhow::anyhow!("setting the mode of {}: {e}", path.display()))
+    }
 }
 
 /// What the finalize stage removes.

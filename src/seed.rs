@@ -70,7 +70,7 @@ fn network_config(cluster: &Cluster, node: &Node) -> String {
     );
     let _ = writeln!(
         text,
-        "      routes:\n        - to: default\n          via: {}",
+        "      routes:\n        - to: 0.0.0.0/0\n          via: {}",
         network.gateway
     );
     let dns: Vec<String> = network.dns.iter().map(|ip| format!("\"{ip}\"")).collect();
@@ -184,7 +184,7 @@ mod tests {
         );
         assert_eq!(
             files.network_config,
-            "network:\n  version: 2\n  ethernets:\n    cluster:\n      match:\n        name: \"en*\"\n      addresses: [\"192.168.10.32/24\"]\n      routes:\n        - to: default\n          via: 192.168.10.1\n      nameservers:\n        addresses: [\"192.168.10.1\"]\n        search: [\"pbx.example.com\"]\n"
+            "network:\n  version: 2\n  ethernets:\n    cluster:\n      match:\n        name: \"en*\"\n      addresses: [\"192.168.10.32/24\"]\n      routes:\n        - to: 0.0.0.0/0\n          via: 192.168.10.1\n      nameservers:\n        addresses: [\"192.168.10.1\"]\n        search: [\"pbx.example.com\"]\n"
         );
     }
 

@@ -128,7 +128,7 @@ fn a_failing_step_stops_the_run_and_a_later_run_finishes() {
         .map(|step| step.state)
         .collect();
     use State::{Done, Failed, Pending};
-    assert_eq!(states, [Done, Done, Done, Done, Failed, Pending]);
+    assert_eq!(states, [Done, Done, Done, Done, Failed, Pending, Pending]);
     assert!(!fake.exists(&marker_path("firewall")));
 
     let mut fixed = healthy_db1_host();

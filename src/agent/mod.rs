@@ -6,6 +6,8 @@
 //!   identity, run [`steps::COMMON_STEPS`], write `/run/r2a/status.json`.
 //! - `r2a-node status [--json]`: every step, done, pending or failed.
 //! - `r2a-node identify`: which node this is and how that was found.
+//! - `r2a-node report`: the end-of-boot line `r2a-image boot --check` reads.
+//! - `r2a-node install`: the ISO installer.
 //!
 //! Every path is resolved under `--root` (default `/`); external commands run only when
 //! the root is `/`. Exit codes: 0 success, 1 failure (a retry may succeed), 2
@@ -15,11 +17,14 @@ pub mod config;
 pub mod disk;
 pub mod files;
 pub mod firewall;
+pub mod grow;
 pub mod host;
 pub mod identity;
+pub mod install;
 pub mod markers;
 pub mod names;
 pub mod network;
+pub mod report;
 pub mod root;
 pub mod sources;
 pub mod status;
@@ -74,6 +79,11 @@ pub enum Command {
     },
     /// Print which node this is and how that was found.
     Identify,
+    /// Print the boot report line the console check reads (run by r2a-report.service).
+    Report,
+    /// Write the role's disk image from the ISO to a disk, as `r2a.install=` on the
+    /// kernel command line asks, then reboot (run by r2a-install.service).
+    Install,
 }
 
 /// Entry point of the `r2a-node` binary.
@@ -97,6 +107,10 @@ pub fn run(cli: &Cli) -> ExitCode {
         }
         Command::Status { json } => print_status(&root, *json),
         Command::Identify => print_identity(&root, host.as_mut()),
+        Command::Report => report::print(&root, host.as_mut()),
+        Command::Install => std::fs::read_to_string(root.path(sources::CMDLINE_FILE))
+            .context("reading the kernel command line")
+            .and_then(|cmdline| install::run(host.as_mut(), &cmdline)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -235,6 +235,7 @@ mod tests {
                 ("network", State::Pending),
                 ("firewall", State::Failed),
                 ("data-disk", State::Pending),
+                ("grow-root", State::Pending),
             ]
         );
         assert!(!report.all_done());
@@ -288,7 +289,7 @@ mod tests {
         );
         assert!(!lines[6].contains("oops"), "one line per step: {table}");
         // The error itself is printed whole, stderr tail included.
-        assert!(lines[8].starts_with("error: nft -f"), "{table}");
-        assert_eq!(lines[9..], ["line 3: oops"], "{table}");
+        assert!(lines[9].starts_with("error: nft -f"), "{table}");
+        assert_eq!(lines[10..], ["line 3: oops"], "{table}");
     }
 }

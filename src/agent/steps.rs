@@ -9,7 +9,7 @@ use super::config::{ClusterView, Config, NodeView, RoleView};
 use super::host::Host;
 use super::markers::{Marker, read_marker, write_marker};
 use super::root::Root;
-use super::{disk, files, firewall, names, network};
+use super::{disk, files, firewall, grow, names, network};
 
 /// What a step works with.
 pub struct Context<'a> {
@@ -65,7 +65,7 @@ pub struct Step {
 }
 
 /// The steps every node runs, in order.
-pub const COMMON_STEPS: [Step; 6] = [
+pub const COMMON_STEPS: [Step; 7] = [
     Step {
         name: "node-files",
         ensure: files::ensure_node_files,
@@ -89,6 +89,10 @@ pub const COMMON_STEPS: [Step; 6] = [
     Step {
         name: "data-disk",
         ensure: disk::ensure_data_disk,
+    },
+    Step {
+        name: "grow-root",
+        ensure: grow::ensure_root_grown,
     },
 ];
 

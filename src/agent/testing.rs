@@ -130,6 +130,10 @@ impl FakeRoot {
 /// blank until mkfs, the r2a table and the mount appear once made.
 pub fn healthy_db1_host() -> ScriptedHost {
     let mut host = ScriptedHost::new(true);
+    host.answer(
+        "findmnt --noheadings --output SOURCE,FSTYPE /",
+        "overlay overlay\n",
+    );
     host.succeed("systemctl is-active --quiet systemd-networkd.service")
         .succeed("networkctl reload")
         .succeed("nft -f /etc/nftables.conf")

@@ -23,8 +23,17 @@ pub fn base_layer(ctx: &BuildContext<'_>) -> anyhow::Result<LayerSpec> {
     }
     let work = WorkDir::new(&ctx.layers.dir, ".base-")?;
     let root = work.path().join("rootfs");
+    // The base role's `prepare` files (the live-boot initramfs script) are in place
+    // before the kernel's initramfs is made.
+    let prepared = work.path().join("prepare");
+    std::fs::create_dir_all(&prepared)?;
+    for file in &ctx.project.roles.base.prepare {
+        file.write_into(&prepared)?;
+    }
     match ctx.bootstrap {
-        Bootstrap::Mmdebstrap => mmdebstrap(ctx, &spec, &root, &|line| stage.line(line))?,
+        Bootstrap::Mmdebstrap => {
+            mmdebstrap(ctx, &spec, &root, &prepared, &|line| stage.line(line))?
+        }
         Bootstrap::Debootstrap => debootstrap(ctx, &spec, &root, &|line| stage.line(line))?,
     }
     super::packages::commit_layer(ctx, work, &spec)?;
@@ -36,9 +45,11 @@ fn mmdebstrap(
     ctx: &BuildContext<'_>,
     spec: &LayerSpec,
     root: &std::path::Path,
+    prepared: &std::path::Path,
     on_line: &(dyn Fn(&str) + Sync),
 ) -> anyhow::Result<()> {
     let debian = &ctx.project.cluster.debian;
+    let prepared = prepared.to_str().context("cache path is not UTF-8")?;
     let archives = ctx
         .apt_archives
         .to_str()
@@ -58,6 +69,7 @@ fn mmdebstrap(
         // Keep the essential packages' .deb files: they were downloaded into the cache.
         .arg("--skip=essential/unlink")
         .arg(format!("--setup-hook={setup}"))
+        .arg(format!("--setup-hook=sync-in '{prepared}' /"))
         .arg("--customize-hook=umount \"$1/var/cache/apt/archives\"")
         .arg(&debian.suite)
         .arg(root)
@@ -98,6 +110,9 @@ fn debootstrap(
         .collect();
     std::fs::write(root.join("etc/apt/sources.list"), sources)
         .context("writing the base layer's sources.list")?;
+    for file in &ctx.project.roles.base.prepare {
+        file.write_into(root)?;
+    }
     let _guard = InstallGuard::new(root)?;
     let chroot = Chroot::new(root).with_apt_archives(&ctx.apt_archives);
     super::packages::apt_install(&chroot, &spec.packages, on_line)

@@ -50,8 +50,8 @@ pub fn base_spec(
         .add("architecture", &debian.architecture)
         .add_list("components", &debian.components)
         .add_list("packages", &packages)
-        .add("tool", &tool)
-        .finish();
+        .add("tool", &tool);
+    let key = add_prepare_files(key, &roles.base).finish();
     Ok(LayerSpec {
         name: "base".to_string(),
         key,
@@ -74,11 +74,7 @@ pub fn role_spec(cluster: &Cluster, base: &LayerSpec, role: &Role) -> anyhow::Re
         .add("parent", &base.key)
         .add_list("packages", &role.packages.debian)
         .add_list("vendor-packages", &vendor_packages);
-    for file in &role.prepare {
-        key = key
-            .add("prepare-path", &file.path)
-            .add("prepare-content", &file.content);
-    }
+    key = add_prepare_files(key, role);
     if !vendor_packages.is_empty() {
         key = key.add("vendor-sources", vendor_sources_key(&cluster.vendor)?);
     }
@@ -91,6 +87,16 @@ pub fn role_spec(cluster: &Cluster, base: &LayerSpec, role: &Role) -> anyhow::Re
         tool: None,
         parent: Some(base.key.clone()),
     })
+}
+
+fn add_prepare_files(mut key: KeyBuilder, role: &Role) -> KeyBuilder {
+    for file in &role.prepare {
+        key = key
+            .add("prepare-path", &file.path)
+            .add("prepare-content", &file.content)
+            .add("prepare-mode", format!("{:o}", file.mode()));
+    }
+    key
 }
 
 /// Vendor sources feed the key by what they are (URL, suite, key bytes, the .deb files),

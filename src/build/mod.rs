@@ -7,10 +7,16 @@ mod assemble;
 mod bootstrap;
 pub mod chroot;
 mod chunked_gzip;
+pub mod disk;
 mod finalize;
+pub mod grub;
+pub mod iso;
 pub mod layer;
+pub mod live;
+mod outputs;
 mod packages;
 mod publish;
+pub mod pxe;
 pub mod tarball;
 
 use std::path::{Path, PathBuf};
@@ -42,6 +48,8 @@ pub struct BuildOptions {
     pub agent: PathBuf,
     /// Rebuild package layers even when cached (the mirror moved on).
     pub refresh: bool,
+    /// Size of disk images in bytes; the tree plus headroom when unset.
+    pub disk_size: Option<u64>,
 }
 
 /// Everything one build knows, shared by its stages.
@@ -110,10 +118,16 @@ impl<'a> BuildContext<'a> {
         Ok(BuildContext {
             project,
             options,
-            formats: if options.formats.is_empty() {
-                cluster.build.formats.clone()
-            } else {
-                options.formats.clone()
+            formats: {
+                let mut formats = if options.formats.is_empty() {
+                    cluster.build.formats.clone()
+                } else {
+                    options.formats.clone()
+                };
+                // The raw disk first: qcow2 and the ISO are made from it.
+                formats.sort();
+                formats.dedup();
+                formats
             },
             bootstrap: options.bootstrap.unwrap_or(cluster.build.bootstrap),
             layers: LayerStore::new(&options.cache),
@@ -151,6 +165,28 @@ fn preflight(ctx: &BuildContext<'_>) -> anyhow::Result<()> {
         package: "coreutils",
         reason: "copy layer trees",
     });
+    let bootable = ctx
+        .formats
+        .iter()
+        .any(|f| matches!(f, Format::Raw | Format::Qcow2 | Format::Iso));
+    if ctx
+        .formats
+        .iter()
+        .any(|f| matches!(f, Format::Raw | Format::Qcow2 | Format::Iso))
+    {
+        tools.extend(disk::TOOLS);
+        tools.extend(grub::TOOLS);
+    }
+    if ctx
+        .formats
+        .iter()
+        .any(|f| matches!(f, Format::Iso | Format::Pxe))
+    {
+        tools.extend(live::TOOLS);
+    }
+    if ctx.formats.contains(&Format::Iso) {
+        tools.extend(iso::TOOLS);
+    }
     if matches!(&ctx.project.cluster.vendor, crate::manifest::Vendor::Sources { local, .. } if !local.is_empty())
     {
         tools.push(Tool {
@@ -160,6 +196,9 @@ fn preflight(ctx: &BuildContext<'_>) -> anyhow::Result<()> {
         });
     }
     require_tools(&tools)?;
+    if bootable {
+        grub::require_platforms()?;
+    }
     anyhow::ensure!(
         rustix::process::geteuid().is_root(),
         "building images needs root (package installs chown files and make device nodes); run r2a-image build as root"

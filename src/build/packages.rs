@@ -39,10 +39,7 @@ pub fn role_layer(
     let root = work.path().join("rootfs");
     fsutil::copy_tree(&ctx.layers.tree(base), &root)?;
     for file in &role.prepare {
-        let path = root.join(file.path.trim_start_matches('/'));
-        std::fs::create_dir_all(path.parent().expect("absolute paths have a parent"))?;
-        std::fs::write(&path, &file.content)
-            .with_context(|| format!("writing {}", path.display()))?;
+        file.write_into(&root)?;
     }
     {
         let _guard = InstallGuard::new(&root)?;

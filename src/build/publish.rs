@@ -9,14 +9,14 @@ use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
 use super::layer::LayerSpec;
-use super::{BuildContext, ImageTree, WorkDir, tarball};
+use super::{BuildContext, ImageTree, WorkDir};
 use crate::fsutil;
 use crate::hash::{KeyBuilder, sha256_file};
 use crate::manifest::Format;
 use crate::overlay::RenderedRole;
 
 /// Bumped when the way artifacts are made changes.
-const OUTPUT_RECIPE: &str = "1";
+const OUTPUT_RECIPE: &str = "2";
 
 /// What `manifest.json` says of one role's image.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -87,6 +87,11 @@ impl ClusterIndex {
             .ok()
             .and_then(|bytes| serde_json::from_slice(&bytes).ok())
             .unwrap_or_default()
+    }
+
+    /// The published image of `role`, if any.
+    pub fn image(&self, role: &str) -> Option<&ImageRecord> {
+        self.images.get(role)
     }
 
     /// Drops entries whose files are gone, then rewrites `manifest.json` and `SHA256SUMS`
@@ -197,42 +202,38 @@ impl Staging {
         let mode = if contains_secrets { 0o600 } else { 0o644 };
         let dir = self.dir.path().join(role);
         std::fs::create_dir_all(&dir)?;
+        let key = artifact_key(ctx, layers.last().expect("a role has layers"), overlay);
+        let mut outputs = super::outputs::RoleOutputs::new(tree, role, &dir, &key);
         let mut artifacts = Vec::new();
         for format in &ctx.formats {
             crate::interrupt::check()?;
             let stage = ctx.progress.stage(format!("{role}: {}", format.name()));
-            let name = match format {
-                Format::Tar => "rootfs.tar.gz",
-            };
-            let path = dir.join(name);
-            stage.bytes(tree_size(&tree.root));
-            let members = ctx.options.cache.join("gzip-members");
-            let chunks = tarball::write(
-                &tree.root,
-                &path,
-                ctx.source_date_epoch,
-                &members,
-                &|bytes| stage.advance(bytes),
-            )?;
-            fsutil::set_mode(&path, mode)?;
-            let size = std::fs::metadata(&path)?.len();
-            artifacts.push(ArtifactRecord {
-                path: format!("{role}/{name}"),
-                format: *format,
-                sha256: sha256_file(&path)?,
-                size,
-            });
+            if *format == Format::Tar {
+                stage.bytes(tree_size(&tree.root));
+            }
+            let (files, note) = outputs.write(ctx, *format, &|bytes| stage.advance(bytes))?;
+            let mut total = 0;
+            for file in files {
+                let path = dir.join(&file.path);
+                fsutil::set_mode(&path, mode)?;
+                let size = std::fs::metadata(&path)?.len();
+                total += size;
+                artifacts.push(ArtifactRecord {
+                    path: format!("{role}/{}", file.path),
+                    format: file.format,
+                    sha256: sha256_file(&path)?,
+                    size,
+                });
+            }
             stage.finish(&format!(
-                "{}, {} chunks compressed, {} reused",
-                bytesize::ByteSize(size).display().iec(),
-                chunks.compressed,
-                chunks.reused
+                "{}, {note}",
+                bytesize::ByteSize(total).display().iec()
             ));
         }
         let layer = layers.last().expect("a role has layers");
         self.built.push(ImageRecord {
             role: role.to_string(),
-            key: artifact_key(ctx, layer, overlay),
+            key,
             layers: layers.iter().map(|spec| (*spec).clone()).collect(),
             overlay_key: overlay.key(),
             agent_sha256: ctx.agent_sha256.clone(),

@@ -168,12 +168,33 @@ pub enum Bootstrap {
     Debootstrap,
 }
 
-/// An output format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum)]
+/// An output format, in the order a build writes them (qcow2 and the ISO start from
+/// the raw disk).
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    clap::ValueEnum,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Format {
     /// `rootfs.tar.gz`, deterministic.
     Tar,
+    /// `disk.raw`: a GPT disk image, bootable by UEFI and BIOS.
+    Raw,
+    /// `disk.qcow2`: the disk image, compressed.
+    Qcow2,
+    /// `<role>.iso`: hybrid ISO with a live and an install entry.
+    Iso,
+    /// `pxe/`: kernel, initramfs, squashfs and iPXE and GRUB scripts.
+    Pxe,
 }
 
 impl Bootstrap {
@@ -191,11 +212,32 @@ impl Format {
     pub fn name(self) -> &'static str {
         match self {
             Format::Tar => "tar",
+            Format::Raw => "raw",
+            Format::Qcow2 => "qcow2",
+            Format::Iso => "iso",
+            Format::Pxe => "pxe",
+        }
+    }
+
+    /// What the format writes into the role's output folder.
+    pub fn output(self, role: &str) -> String {
+        match self {
+            Format::Tar => "rootfs.tar.gz".to_string(),
+            Format::Raw => "disk.raw".to_string(),
+            Format::Qcow2 => "disk.qcow2".to_string(),
+            Format::Iso => format!("{role}.iso"),
+            Format::Pxe => "pxe/".to_string(),
         }
     }
 
     /// Every format, for hints.
-    pub const ALL: [Format; 1] = [Format::Tar];
+    pub const ALL: [Format; 5] = [
+        Format::Tar,
+        Format::Raw,
+        Format::Qcow2,
+        Format::Iso,
+        Format::Pxe,
+    ];
 }
 
 impl Cluster {

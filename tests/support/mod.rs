@@ -64,6 +64,7 @@ address = "10.77.0.23"
 name = "portal1"
 role = "portal"
 address = "10.77.0.31"
+mac = "52:54:00:77:00:31"
 
 [[nodes]]
 name = "tel1"

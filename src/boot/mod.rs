@@ -1,0 +1,315 @@
+//! `r2a-image boot`: boots a published artifact in QEMU with a node's NoCloud seed
+//! attached, on a serial console. With `--check` it succeeds once the node's boot report
+//! says `multi-user.target` is reached, `r2a-firstboot.service` succeeded and no unit
+//! failed; anything else fails with the console's tail. The artifact itself is never
+//! written to: disks boot from a throwaway qcow2 overlay, a size bigger so that the
+//! root's growth on first boot is exercised.
+
+pub mod console;
+pub mod qemu;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+
+use crate::agent::report::BootReport;
+use crate::build::ClusterIndex;
+use crate::exec::{CommandExt, require_tools};
+use crate::manifest::{Format, Node};
+use crate::project::Project;
+use console::{Ending, Run, Watch};
+use qemu::{Accel, Drive, Firmware, Machine};
+
+/// How long `--accel auto` waits for the kernel under KVM before it falls back to TCG.
+const KVM_STALL: Duration = Duration::from_secs(60);
+/// Room the overlay disk has beyond the image, for the root to grow into.
+const GROWTH: u64 = 1 << 30;
+/// The blank disk the ISO installs onto.
+const INSTALL_DISK: u64 = 8 << 30;
+
+/// What to boot and how.
+#[derive(Debug, Clone)]
+pub struct BootOptions {
+    /// The role whose artifact boots.
+    pub role: String,
+    /// The node whose seed is attached (default: the role's first).
+    pub node: Option<String>,
+    /// Which artifact.
+    pub format: Format,
+    /// The firmware.
+    pub firmware: Firmware,
+    /// The accelerator.
+    pub accel: Accel,
+    /// The ISO's entry: install instead of live.
+    pub install: bool,
+    /// Check the boot and stop, instead of an interactive console.
+    pub check: bool,
+    /// The check's time limit (each of the install's two boots gets it).
+    pub timeout: Duration,
+    /// Guest memory in MiB.
+    pub memory_mib: u32,
+    /// Where the images were published.
+    pub out: PathBuf,
+}
+
+/// Boots and, with `check`, returns the node's boot report.
+pub fn boot(project: &Project, options: &BootOptions) -> anyhow::Result<Option<BootReport>> {
+    require_tools(&qemu::TOOLS)?;
+    let cluster = &project.cluster;
+    let node = pick_node(project, options)?;
+    let cluster_out = options.out.join(&cluster.name);
+    let artifact = published_artifact(&cluster_out, options)?;
+    let seeds =
+        crate::seed::write_seeds(cluster, &[node], &options.out, cluster.source_date_epoch()?)?;
+    let work = tempfile::Builder::new()
+        .prefix("r2a-boot-")
+        .tempdir()
+        .context("creating the boot's work folder")?;
+    let mut machine = Machine {
+        firmware: options.firmware,
+        ovmf_vars: None,
+        accel: resolve_accel(options.accel),
+        memory_mib: options.memory_mib,
+        drives: Vec::new(),
+        mac: node
+            .mac
+            .clone()
+            .unwrap_or_else(|| qemu::mac_for(&node.name)),
+        tftp: None,
+        network_boot: false,
+        headless: options.check,
+    };
+    if options.firmware == Firmware::Uefi {
+        let vars = work.path().join("OVMF_VARS.fd");
+        std::fs::copy(qemu::OVMF_VARS, &vars).with_context(|| {
+            format!(
+                "copying {}; install the Debian package ovmf",
+                qemu::OVMF_VARS
+            )
+        })?;
+        machine.ovmf_vars = Some(vars);
+    }
+    let seed = Drive::Cdrom(seeds[0].clone());
+    match options.format {
+        Format::Qcow2 | Format::Raw => {
+            let disk = overlay(&artifact, options.format, work.path(), GROWTH)?;
+            machine.drives = vec![disk, seed];
+        }
+        Format::Iso if options.install => {
+            let target = blank_disk(work.path(), INSTALL_DISK)?;
+            machine.drives = vec![Drive::Cdrom(artifact.clone()), target.clone(), seed.clone()];
+            install_phase(&machine, options)?;
+            // The installed disk alone, as after taking the medium out.
+            machine.drives = vec![target, seed];
+        }
+        Format::Iso => machine.drives = vec![Drive::Cdrom(artifact.clone()), seed],
+        Format::Pxe => {
+            machine.tftp = Some((artifact.clone(), "boot.ipxe".to_string()));
+            machine.network_boot = true;
+            machine.drives = vec![seed];
+        }
+        Format::Tar => {
+            bail!("a rootfs tarball does not boot by itself; boot qcow2, raw, iso or pxe")
+        }
+    }
+    if !options.check {
+        let status = Command::new("qemu-system-x86_64")
+            .args(machine.args())
+            .status()
+            .context("starting qemu-system-x86_64")?;
+        anyhow::ensure!(status.success(), "QEMU ended with {status}");
+        return Ok(None);
+    }
+    let run = run_with_fallback(&mut machine, options, None)?;
+    match &run.ending {
+        Ending::Report(report) if report.is_healthy() => Ok(Some(report.clone())),
+        Ending::Report(report) => bail!(
+            "the boot finished unhealthy: multi-user.target {}, r2a-firstboot.service {}, failed units: {}\n{}",
+            if report.multi_user {
+                "reached"
+            } else {
+                "not reached"
+            },
+            report.firstboot,
+            report.failed_units.join(", "),
+            tail(&run)
+        ),
+        ending => bail!("{}\n{}", describe_ending(ending, options), tail(&run)),
+    }
+}
+
+/// The ISO's install entry: picked with its hotkey at the menu; the installer writes
+/// the disk and reboots, which ends QEMU (`-no-reboot`).
+fn install_phase(machine: &Machine, options: &BootOptions) -> anyhow::Result<()> {
+    let mut machine = machine.clone();
+    machine.headless = true;
+    let answer = Some(("install to disk".to_string(), "i".to_string()));
+    let run = run_with_fallback(&mut machine, options, answer)?;
+    let installed = run.console.contains("r2a-node: installed ");
+    match &run.ending {
+        Ending::Exited(_) if installed => Ok(()),
+        ending => bail!(
+            "the installer did not finish: {}\n{}",
+            describe_ending(ending, options),
+            tail(&run)
+        ),
+    }
+}
+
+/// Runs once; with KVM chosen by `--accel auto`, a stalled start is retried under TCG.
+fn run_with_fallback(
+    machine: &mut Machine,
+    options: &BootOptions,
+    answer: Option<(String, String)>,
+) -> anyhow::Result<Run> {
+    let auto_kvm = options.accel == Accel::Auto && machine.accel == Accel::Kvm;
+    let watch = Watch {
+        timeout: options.timeout,
+        answer,
+        kvm_stall: auto_kvm.then_some(KVM_STALL),
+        echo: true,
+    };
+    let run = console::run(machine, &watch)?;
+    if matches!(run.ending, Ending::KvmStalled) {
+        eprintln!(
+            "r2a-image: the kernel did not start under KVM within {} s; booting again under TCG",
+            KVM_STALL.as_secs()
+        );
+        machine.accel = Accel::Tcg;
+        return console::run(
+            machine,
+            &Watch {
+                kvm_stall: None,
+                ..watch
+            },
+        );
+    }
+    Ok(run)
+}
+
+fn resolve_accel(accel: Accel) -> Accel {
+    match accel {
+        Accel::Auto if qemu::kvm_usable() => Accel::Kvm,
+        Accel::Auto => Accel::Tcg,
+        other => other,
+    }
+}
+
+fn describe_ending(ending: &Ending, options: &BootOptions) -> String {
+    match ending {
+        Ending::Report(_) => "the node reported".to_string(),
+        Ending::Exited(status) => format!("QEMU exited ({status}) before the boot report"),
+        Ending::TimedOut => format!(
+            "no boot report within {} s (raise it with --timeout)",
+            options.timeout.as_secs()
+        ),
+        Ending::KvmStalled => "the kernel did not start under KVM".to_string(),
+        Ending::KernelPanic => "the kernel panicked".to_string(),
+    }
+}
+
+fn tail(run: &Run) -> String {
+    format!(
+        "last console lines ({:.0} s):\n{}",
+        run.elapsed.as_secs_f64(),
+        run.tail.join("\n")
+    )
+}
+
+fn pick_node<'a>(project: &'a Project, options: &'a BootOptions) -> anyhow::Result<&'a Node> {
+    let cluster = &project.cluster;
+    match &options.node {
+        Some(name) => {
+            let node = cluster.node(name).with_context(|| {
+                format!("no node `{name}` in {}", cluster.manifest.path.display())
+            })?;
+            anyhow::ensure!(
+                node.role == options.role,
+                "node {name} has role {}, not {}; pick a node of role {}",
+                node.role,
+                options.role,
+                options.role
+            );
+            Ok(node)
+        }
+        None => cluster.nodes_of(&options.role).next().with_context(|| {
+            format!(
+                "the manifest has no node of role {}; add one or pick another role",
+                options.role
+            )
+        }),
+    }
+}
+
+/// The published file (or PXE folder) of the role in `format`.
+fn published_artifact(cluster_out: &Path, options: &BootOptions) -> anyhow::Result<PathBuf> {
+    let index = ClusterIndex::read(cluster_out);
+    let missing = || {
+        format!(
+            "no {} image of role {} in {}; build it with `r2a-image build MANIFEST --role {} --format {}`",
+            options.format.name(),
+            options.role,
+            cluster_out.display(),
+            options.role,
+            options.format.name()
+        )
+    };
+    let record = index.image(&options.role).with_context(missing)?;
+    let artifact = record
+        .artifacts
+        .iter()
+        .find(|a| a.format == options.format)
+        .with_context(missing)?;
+    let path = cluster_out.join(&artifact.path);
+    let path = if options.format == Format::Pxe {
+        path.parent()
+            .expect("PXE files sit in a folder")
+            .to_path_buf()
+    } else {
+        path
+    };
+    path.canonicalize()
+        .with_context(|| format!("{} is gone; build again", path.display()))
+}
+
+/// A qcow2 overlay over the artifact, `extra` bytes bigger.
+fn overlay(artifact: &Path, format: Format, work: &Path, extra: u64) -> anyhow::Result<Drive> {
+    let backing_format = if format == Format::Qcow2 {
+        "qcow2"
+    } else {
+        "raw"
+    };
+    let info = Command::new("qemu-img")
+        .args(["info", "--output=json", "-f", backing_format])
+        .arg(artifact)
+        .output_text()?;
+    let size = serde_json::from_str::<serde_json::Value>(&info)?["virtual-size"]
+        .as_u64()
+        .context("qemu-img info gave no virtual size")?;
+    let path = work.join("disk.qcow2");
+    Command::new("qemu-img")
+        .args(["create", "-q", "-f", "qcow2", "-F", backing_format, "-b"])
+        .arg(artifact)
+        .arg(&path)
+        .arg((size + extra).to_string())
+        .run()?;
+    Ok(Drive::Disk {
+        path,
+        format: "qcow2",
+    })
+}
+
+fn blank_disk(work: &Path, size: u64) -> anyhow::Result<Drive> {
+    let path = work.join("target.qcow2");
+    Command::new("qemu-img")
+        .args(["create", "-q", "-f", "qcow2"])
+        .arg(&path)
+        .arg(size.to_string())
+        .run()?;
+    Ok(Drive::Disk {
+        path,
+        format: "qcow2",
+    })
+}

@@ -1,0 +1,258 @@
+//! The QEMU command line of a boot: firmware, accelerator, disks and CDs, and one NIC
+//! on user networking that is always `restrict=on` (the guest reaches nothing but QEMU's
+//! own DHCP and TFTP).
+
+use std::path::{Path, PathBuf};
+
+use crate::exec::Tool;
+
+/// Host tools a boot needs.
+pub const TOOLS: [Tool; 2] = [
+    Tool {
+        program: "qemu-system-x86_64",
+        package: "qemu-system-x86",
+        reason: "boot images",
+    },
+    Tool {
+        program: "qemu-img",
+        package: "qemu-utils",
+        reason: "make the throwaway disks a boot writes to",
+    },
+];
+
+/// OVMF's code and its variable store template (Debian's `ovmf`).
+pub const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.fd";
+/// Copied per boot: the firmware writes its variables there.
+pub const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.fd";
+
+/// The firmware a boot uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Firmware {
+    /// OVMF.
+    Uefi,
+    /// SeaBIOS.
+    Bios,
+}
+
+/// How QEMU runs the guest's code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Accel {
+    /// KVM when /dev/kvm is usable and the boot makes progress, else TCG.
+    Auto,
+    /// Hardware virtualization.
+    Kvm,
+    /// Software emulation.
+    Tcg,
+}
+
+/// A drive of the machine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Drive {
+    /// A virtio disk (qcow2 or raw), written to.
+    Disk {
+        /// The file.
+        path: PathBuf,
+        /// `qcow2` or `raw`.
+        format: &'static str,
+    },
+    /// A read-only CD.
+    Cdrom(PathBuf),
+}
+
+/// Everything one QEMU run is made of.
+#[derive(Debug, Clone)]
+pub struct Machine {
+    /// Firmware.
+    pub firmware: Firmware,
+    /// The OVMF variable store of this boot (UEFI only).
+    pub ovmf_vars: Option<PathBuf>,
+    /// The accelerator: `Auto` is resolved before.
+    pub accel: Accel,
+    /// Memory in MiB.
+    pub memory_mib: u32,
+    /// Drives, in order; the first bootable one boots unless `network_boot`.
+    pub drives: Vec<Drive>,
+    /// The NIC's MAC address.
+    pub mac: String,
+    /// A folder QEMU serves by TFTP, and the file DHCP names.
+    pub tftp: Option<(PathBuf, String)>,
+    /// Boot from the network first.
+    pub network_boot: bool,
+    /// Serial console on stdio, no display, no monitor (a check); else `-nographic`.
+    pub headless: bool,
+}
+
+impl Machine {
+    /// The arguments after `qemu-system-x86_64`.
+    pub fn args(&self) -> Vec<String> {
+        let accel = match self.accel {
+            Accel::Kvm => "kvm",
+            Accel::Tcg | Accel::Auto => "tcg",
+        };
+        let mut args: Vec<String> = vec![
+            "-accel".into(),
+            accel.into(),
+            "-machine".into(),
+            "pc".into(),
+            "-m".into(),
+            self.memory_mib.to_string(),
+            "-smp".into(),
+            // One vCPU under TCG: QEMU's multi-threaded TCG has been seen to break the
+            // kernel's live code patching (an int3 oops) with two.
+            if self.accel == Accel::Kvm { "2" } else { "1" }.into(),
+            // A reboot ends the run: a check fails on one, an install ends with one.
+            "-no-reboot".into(),
+        ];
+        if self.headless {
+            args.extend(
+                ["-display", "none", "-serial", "stdio", "-monitor", "none"].map(String::from),
+            );
+        } else {
+            args.push("-nographic".into());
+        }
+        if self.firmware == Firmware::Uefi {
+            args.push("-drive".into());
+            args.push(format!("if=pflash,format=raw,readonly=on,file={OVMF_CODE}"));
+            if let Some(vars) = &self.ovmf_vars {
+                args.push("-drive".into());
+                args.push(format!("if=pflash,format=raw,file={}", vars.display()));
+            }
+        }
+        for (index, drive) in self.drives.iter().enumerate() {
+            args.push("-drive".into());
+            args.push(match drive {
+                Drive::Disk { path, format } => format!(
+                    "file={},format={format},if=virtio,index={index}",
+                    path.display()
+                ),
+                Drive::Cdrom(path) => format!(
+                    "file={},format=raw,media=cdrom,readonly=on,index={index}",
+                    path.display()
+                ),
+            });
+        }
+        let mut netdev = "user,id=net0,restrict=on".to_string();
+        if let Some((dir, file)) = &self.tftp {
+            netdev.push_str(&format!(",tftp={},bootfile={file}", dir.display()));
+        }
+        args.extend(["-netdev".into(), netdev]);
+        args.extend([
+            "-device".into(),
+            format!("virtio-net-pci,netdev=net0,mac={}", self.mac),
+        ]);
+        if self.network_boot {
+            args.extend(["-boot".into(), "order=n".into()]);
+        } else if matches!(self.drives.first(), Some(Drive::Cdrom(_))) {
+            args.extend(["-boot".into(), "order=d".into()]);
+        }
+        args
+    }
+}
+
+/// Whether /dev/kvm can be opened for use.
+pub fn kvm_usable() -> bool {
+    Path::new("/dev/kvm").exists()
+        && std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/kvm")
+            .is_ok()
+}
+
+/// A locally administered MAC for a node the manifest gives none, stable per name.
+pub fn mac_for(node: &str) -> String {
+    let digest = crate::hash::sha256_hex(node.as_bytes());
+    format!(
+        "52:54:00:{}:{}:{}",
+        &digest[0..2],
+        &digest[2..4],
+        &digest[4..6]
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn machine() -> Machine {
+        Machine {
+            firmware: Firmware::Uefi,
+            ovmf_vars: Some("/tmp/vars.fd".into()),
+            accel: Accel::Tcg,
+            memory_mib: 2048,
+            drives: vec![
+                Drive::Disk {
+                    path: "/tmp/disk.qcow2".into(),
+                    format: "qcow2",
+                },
+                Drive::Cdrom("/tmp/seed.iso".into()),
+            ],
+            mac: "52:54:00:00:00:31".into(),
+            tftp: None,
+            network_boot: false,
+            headless: true,
+        }
+    }
+
+    #[test]
+    fn user_networking_is_always_restricted() {
+        let mut pxe = machine();
+        pxe.tftp = Some(("/srv/pxe".into(), "boot.ipxe".into()));
+        pxe.network_boot = true;
+        for m in [machine(), pxe] {
+            let args = m.args();
+            let netdevs: Vec<&String> = args
+                .windows(2)
+                .filter(|w| w[0] == "-netdev")
+                .map(|w| &w[1])
+                .collect();
+            assert_eq!(netdevs.len(), 1);
+            assert!(
+                netdevs[0].starts_with("user,id=net0,restrict=on"),
+                "{netdevs:?}"
+            );
+            assert!(
+                !args
+                    .iter()
+                    .any(|a| a.contains("hostfwd") || a.contains("guestfwd"))
+            );
+        }
+    }
+
+    #[test]
+    fn uefi_gets_ovmf_and_bios_gets_none() {
+        let uefi = machine().args().join(" ");
+        assert!(
+            uefi.contains("if=pflash,format=raw,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.fd")
+        );
+        assert!(uefi.contains("if=pflash,format=raw,file=/tmp/vars.fd"));
+        let mut bios = machine();
+        bios.firmware = Firmware::Bios;
+        assert!(!bios.args().join(" ").contains("pflash"));
+    }
+
+    #[test]
+    fn drives_network_boot_and_console() {
+        let args = machine().args().join(" ");
+        assert!(args.contains("-accel tcg"));
+        assert!(args.contains("file=/tmp/disk.qcow2,format=qcow2,if=virtio,index=0"));
+        assert!(args.contains("file=/tmp/seed.iso,format=raw,media=cdrom,readonly=on,index=1"));
+        assert!(args.contains("-serial stdio"));
+        assert!(args.contains("-no-reboot"));
+        assert!(args.contains("mac=52:54:00:00:00:31"));
+        let mut pxe = machine();
+        pxe.tftp = Some(("/srv/pxe".into(), "boot.ipxe".into()));
+        pxe.network_boot = true;
+        let args = pxe.args().join(" ");
+        assert!(args.contains("restrict=on,tftp=/srv/pxe,bootfile=boot.ipxe"));
+        assert!(args.contains("-boot order=n"));
+    }
+
+    #[test]
+    fn generated_macs_are_stable_and_local() {
+        assert_eq!(mac_for("portal1"), mac_for("portal1"));
+        assert_ne!(mac_for("portal1"), mac_for("portal2"));
+        assert!(mac_for("x").starts_with("52:54:00:"));
+        assert_eq!(mac_for("x").len(), 17);
+    }
+}

@@ -1,0 +1,181 @@
+//! Writes one role's artifacts from its finished tree, one format at a time. The raw disk
+//! and the squashfs are made once and shared: qcow2 and the ISO's installer start from
+//! the raw disk, the ISO and the PXE set from the squashfs.
+
+use std::path::{Path, PathBuf};
+
+use super::disk::{self, DiskIds, DiskLayout};
+use super::live::{self, KernelFiles};
+use super::{BuildContext, ImageTree, iso, pxe, tarball};
+use crate::manifest::Format;
+
+/// One file written, relative to the role's output folder.
+pub struct Written {
+    /// Relative path.
+    pub path: String,
+    /// The format it belongs to.
+    pub format: Format,
+}
+
+/// A role's outputs in the making.
+pub struct RoleOutputs<'t> {
+    tree: &'t ImageTree,
+    role: String,
+    /// The role's folder in the staging area.
+    dir: PathBuf,
+    /// The image's content key: disk identifiers derive from it.
+    key: String,
+    raw: Option<PathBuf>,
+    squashfs: Option<PathBuf>,
+    kernel: Option<KernelFiles>,
+}
+
+impl<'t> RoleOutputs<'t> {
+    /// Outputs of `tree` for `role`, written into `dir`.
+    pub fn new(tree: &'t ImageTree, role: &str, dir: &Path, key: &str) -> RoleOutputs<'t> {
+        RoleOutputs {
+            tree,
+            role: role.to_string(),
+            dir: dir.to_path_buf(),
+            key: key.to_string(),
+            raw: None,
+            squashfs: None,
+            kernel: None,
+        }
+    }
+
+    /// Writes `format`; returns its files and a note on what was done.
+    pub fn write(
+        &mut self,
+        ctx: &BuildContext<'_>,
+        format: Format,
+        advance: &dyn Fn(u64),
+    ) -> anyhow::Result<(Vec<Written>, String)> {
+        let written = |path: &str| Written {
+            path: path.to_string(),
+            format,
+        };
+        match format {
+            Format::Tar => {
+                let members = ctx.options.cache.join("gzip-members");
+                let chunks = tarball::write(
+                    &self.tree.root,
+                    &self.dir.join("rootfs.tar.gz"),
+                    ctx.source_date_epoch,
+                    &members,
+                    advance,
+                )?;
+                let note = format!(
+                    "{} chunks compressed, {} reused",
+                    chunks.compressed, chunks.reused
+                );
+                Ok((vec![written("rootfs.tar.gz")], note))
+            }
+            Format::Raw => {
+                let path = self.dir.join("disk.raw");
+                self.raw_disk(ctx, Some(&path))?;
+                Ok((vec![written("disk.raw")], "GPT, UEFI and BIOS".to_string()))
+            }
+            Format::Qcow2 => {
+                let raw = self.raw_disk(ctx, None)?;
+                disk::write_qcow2(&raw, &self.dir.join("disk.qcow2"))?;
+                Ok((vec![written("disk.qcow2")], "compressed".to_string()))
+            }
+            Format::Iso => {
+                let raw = self.raw_disk(ctx, None)?;
+                let squashfs = self.squashfs(ctx)?;
+                let name = format!("{}.iso", self.role);
+                iso::write(
+                    &iso::Sources {
+                        kernel: self.kernel()?,
+                        squashfs: &squashfs,
+                        raw_disk: &raw,
+                    },
+                    &self.title(ctx),
+                    &self.role,
+                    &self.dir.join(&name),
+                    self.tree.work.path(),
+                    ctx.source_date_epoch,
+                )?;
+                Ok((vec![written(&name)], "live and install".to_string()))
+            }
+            Format::Pxe => {
+                let squashfs = self.squashfs(ctx)?;
+                let kernel = self.kernel()?;
+                let nodes: Vec<_> = ctx.project.cluster.nodes_of(&self.role).collect();
+                pxe::write(
+                    &kernel,
+                    &squashfs,
+                    &self.title(ctx),
+                    &nodes,
+                    &self.dir.join("pxe"),
+                )?;
+                let mut files: Vec<Written> = pxe::FILES
+                    .iter()
+                    .map(|file| written(&format!("pxe/{file}")))
+                    .collect();
+                for node in &nodes {
+                    if let Some(mac) = &node.mac {
+                        let stem = pxe::mac_file_stem(mac);
+                        files.push(written(&format!("pxe/nodes/{stem}.ipxe")));
+                    }
+                }
+                let note = format!("{} node scripts", files.len() - pxe::FILES.len());
+                Ok((files, note))
+            }
+        }
+    }
+
+    fn title(&self, ctx: &BuildContext<'_>) -> String {
+        format!("Ring2All {} ({})", self.role, ctx.project.cluster.name)
+    }
+
+    fn kernel(&mut self) -> anyhow::Result<KernelFiles> {
+        if self.kernel.is_none() {
+            self.kernel = Some(KernelFiles::of_tree(&self.tree.root)?);
+        }
+        Ok(self.kernel.clone().expect("set above"))
+    }
+
+    /// The raw disk, made once: at `artifact` when the raw format is wanted, else in the
+    /// work folder.
+    fn raw_disk(
+        &mut self,
+        ctx: &BuildContext<'_>,
+        artifact: Option<&Path>,
+    ) -> anyhow::Result<PathBuf> {
+        if let Some(raw) = &self.raw {
+            if let Some(artifact) = artifact {
+                live::link_or_copy(raw, artifact)?;
+            }
+            return Ok(raw.clone());
+        }
+        let path =
+            artifact.map_or_else(|| self.tree.work.path().join("disk.raw"), Path::to_path_buf);
+        let layout =
+            DiskLayout::for_tree(disk::allocated_size(&self.tree.root), ctx.options.disk_size)?;
+        let ids = DiskIds::derive(&self.key);
+        let grub_work = self.tree.work.path().join("grub");
+        std::fs::create_dir_all(&grub_work)?;
+        disk::write_raw(
+            &self.tree.root,
+            &path,
+            &layout,
+            &ids,
+            &self.title(ctx),
+            &grub_work,
+        )?;
+        self.raw = Some(path.clone());
+        Ok(path)
+    }
+
+    fn squashfs(&mut self, ctx: &BuildContext<'_>) -> anyhow::Result<PathBuf> {
+        if let Some(path) = &self.squashfs {
+            return Ok(path.clone());
+        }
+        let path = self.tree.work.path().join("rootfs.squashfs");
+        live::write_squashfs(&self.tree.root, &path, ctx.source_date_epoch)?;
+        self.squashfs = Some(path.clone());
+        Ok(path)
+    }
+}
