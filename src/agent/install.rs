@@ -86,6 +86,9 @@ pub struct BlockDevice {
     /// Read-only.
     #[serde(default)]
     pub ro: bool,
+    /// Size in bytes.
+    #[serde(default)]
+    pub size: u64,
     /// Partitions and holders.
     #[serde(default)]
     pub children: Vec<BlockDevice>,
@@ -96,7 +99,11 @@ struct Lsblk {
     blockdevices: Vec<BlockDevice>,
 }
 
-/// Parses `lsblk --json --output PATH,TYPE,RO`.
+/// Disks smaller than this are not install targets for `auto` (an empty floppy drive,
+/// a card reader): no role image fits them.
+const SMALLEST_TARGET: u64 = 1 << 30;
+
+/// Parses `lsblk --json --bytes --output PATH,TYPE,RO,SIZE`.
 pub fn parse_lsblk(json: &str) -> anyhow::Result<Vec<BlockDevice>> {
     Ok(serde_json::from_str::<Lsblk>(json)
         .context("reading lsblk's JSON")?
@@ -131,7 +138,8 @@ pub fn choose_target(
         return Ok((target.clone(), empty));
     }
     let mut candidates = Vec::new();
-    for disk in devices.iter().filter(|d| d.kind == "disk" && !d.ro) {
+    let writable = |d: &&BlockDevice| d.kind == "disk" && !d.ro && d.size >= SMALLEST_TARGET;
+    for disk in devices.iter().filter(writable) {
         if !holds_medium(disk) && disk.children.is_empty() && is_empty(&disk.path)? {
             candidates.push(disk.path.clone());
         }
@@ -189,7 +197,7 @@ pub fn run(host: &mut dyn Host, cmdline: &str) -> anyhow::Result<()> {
     let medium = find_medium(host, &request.medium)?;
     let devices = parse_lsblk(&host.run(&Invocation::new(
         "lsblk",
-        ["--json", "--output", "PATH,TYPE,RO"],
+        ["--json", "--bytes", "--output", "PATH,TYPE,RO,SIZE"],
     ))?)?;
     let mut is_empty = |device: &str| -> anyhow::Result<bool> {
         let found = host.probe(

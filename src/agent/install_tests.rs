@@ -6,13 +6,14 @@ use super::*;
 use crate::agent::config::is_config_error;
 
 const LSBLK: &str = r#"{"blockdevices": [
-  {"path": "/dev/sr0", "type": "rom", "ro": true},
-  {"path": "/dev/sr1", "type": "rom", "ro": true},
-  {"path": "/dev/vda", "type": "disk", "ro": false},
-  {"path": "/dev/vdb", "type": "disk", "ro": false, "children": [
-     {"path": "/dev/vdb1", "type": "part", "ro": false}]},
-  {"path": "/dev/sdc", "type": "disk", "ro": false, "children": [
-     {"path": "/dev/sdc1", "type": "part", "ro": false}]}
+  {"path": "/dev/fd0", "type": "disk", "ro": false, "size": 1474560},
+  {"path": "/dev/sr0", "type": "rom", "ro": true, "size": 723189760},
+  {"path": "/dev/sr1", "type": "rom", "ro": true, "size": 374784},
+  {"path": "/dev/vda", "type": "disk", "ro": false, "size": 8589934592},
+  {"path": "/dev/vdb", "type": "disk", "ro": false, "size": 8589934592, "children": [
+     {"path": "/dev/vdb1", "type": "part", "ro": false, "size": 8588886016}]},
+  {"path": "/dev/sdc", "type": "disk", "ro": false, "size": 16000000000, "children": [
+     {"path": "/dev/sdc1", "type": "part", "ro": false, "size": 723189760}]}
 ]}"#;
 
 fn request(cmdline: &str) -> Request {
@@ -51,7 +52,7 @@ fn the_command_line_says_what_to_install_where() {
 #[test]
 fn auto_takes_the_only_empty_disk() {
     assert_eq!(
-        choose("r2a.install=auto r2a.medium=M", &["/dev/vda"]).unwrap(),
+        choose("r2a.install=auto r2a.medium=M", &["/dev/fd0", "/dev/vda"]).unwrap(),
         ("/dev/vda".to_string(), true)
     );
 }
@@ -61,7 +62,8 @@ fn auto_refuses_none_or_several_empty_disks() {
     let none = choose("r2a.install=auto r2a.medium=M", &[]).unwrap_err();
     assert!(format!("{none:#}").contains("no empty disk"), "{none:#}");
     let devices = parse_lsblk(
-        r#"{"blockdevices": [{"path": "/dev/vda", "type": "disk"}, {"path": "/dev/vdb", "type": "disk"}]}"#,
+        r#"{"blockdevices": [{"path": "/dev/vda", "type": "disk", "size": 8589934592},
+                             {"path": "/dev/vdb", "type": "disk", "size": 8589934592}]}"#,
     )
     .unwrap();
     let mut all_empty = |_: &str| Ok(true);

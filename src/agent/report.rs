@@ -36,6 +36,8 @@ pub struct BootReport {
     pub firstboot_done_seconds: Option<f64>,
     /// Units in the failed state.
     pub failed_units: Vec<String>,
+    /// Size of the root file system in bytes (it grows to the disk on first boot).
+    pub root_bytes: Option<u64>,
 }
 
 impl BootReport {
@@ -100,6 +102,14 @@ impl BootReport {
             "ip",
             ["-4", "-oneline", "address", "show", "scope", "global"],
         ))?;
+        let root_bytes = host
+            .run(&Invocation::new(
+                "findmnt",
+                ["--bytes", "--noheadings", "--output", "SIZE", "/"],
+            ))?
+            .trim()
+            .parse()
+            .ok();
         Ok(BootReport {
             node: recorded.as_ref().map(|identity| identity.node.clone()),
             role: recorded.as_ref().map(|identity| identity.role.clone()),
@@ -115,6 +125,7 @@ impl BootReport {
                 .filter_map(|line| line.split_whitespace().next())
                 .map(str::to_string)
                 .collect(),
+            root_bytes,
         })
     }
 }
@@ -179,6 +190,7 @@ mod tests {
             )
             .succeed("systemctl is-active --quiet multi-user.target")
             .answer("systemctl list-units --failed --plain --no-legend --no-pager", failed)
+            .answer("findmnt --bytes --noheadings --output SIZE /", "2576980377\n")
             .answer(
                 "ip -4 -oneline address show scope global",
                 "2: ens3    inet 10.77.0.31/24 brd 10.77.0.255 scope global ens3\\       valid_lft forever preferred_lft forever\n",
@@ -194,6 +206,7 @@ mod tests {
         assert!(report.is_healthy(), "{report:?}");
         assert_eq!(report.addresses, ["10.77.0.31/24"]);
         assert_eq!(report.firstboot_done_seconds, Some(23.456789));
+        assert_eq!(report.root_bytes, Some(2576980377));
         let line = format!("[   41.2] r2a-node[512]: {}", report.line().unwrap());
         assert_eq!(BootReport::parse_line(&line), Some(report));
         assert_eq!(BootReport::parse_line("r2a-node: node db1"), None);
