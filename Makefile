@@ -7,9 +7,18 @@ OUT      ?= out
 CACHE    ?= .cache
 SUDO     := $(if $(filter 0,$(shell id -u)),,sudo)
 
-# Host tools the builder and the tests run (`r2a-image build` names them when missing).
+# Host tools the builder and the tests run (`r2a-image build` names them when missing):
+# bootstrap, disk images (GPT, FAT, ext4, GRUB for UEFI and BIOS), squashfs and ISO, and
+# QEMU with OVMF, SeaBIOS and iPXE for `r2a-image boot`.
 HOST_PACKAGES := mmdebstrap debootstrap arch-test apt-utils util-linux coreutils dpkg xorriso \
-                 tar gzip ca-certificates time bc systemd-container iproute2
+                 tar gzip ca-certificates time bc systemd-container iproute2 \
+                 fdisk dosfstools mtools e2fsprogs squashfs-tools \
+                 grub-common grub-pc-bin grub-efi-amd64-bin \
+                 qemu-system-x86 ovmf seabios ipxe-qemu
+# qemu-system-x86 needs qemu-utils of its own release: on Debian 12 hosts that carry the
+# backported qemu-utils, the release's own is installed with it (a downgrade).
+QEMU_UTILS := $(shell . /etc/os-release 2>/dev/null; \
+                if [ "$$VERSION_CODENAME" = bookworm ]; then echo qemu-utils/bookworm; else echo qemu-utils; fi)
 
 .PHONY: all deps build images test lint bench clean
 
@@ -17,7 +26,8 @@ all: build
 
 deps:
 	$(SUDO) apt-get update -qq
-	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(HOST_PACKAGES)
+	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+		--allow-downgrades $(HOST_PACKAGES) $(QEMU_UTILS)
 
 build:
 	$(CARGO) build --release --locked

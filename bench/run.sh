@@ -3,7 +3,12 @@
 #   cold       empty cache: bootstrap, every role layer, every image
 #   warm       nothing changed: every layer and image reused
 #   overlay    one overlay file of one role changed: that role's image rebuilt
-# and the peak memory (max RSS) of r2a-image itself during the cold build.
+# and the peak memory (max RSS) of r2a-image itself during the cold build; then, for one
+# role (portal) of a small cluster on the test network:
+#   formats    time from the warm role layer to each artifact (raw, qcow2, iso, pxe), and
+#              each artifact's size
+#   boot       the qcow2 booted in QEMU under TCG (`r2a-image boot --check`): seconds from
+#              the kernel's start to r2a-firstboot.service done, and the whole run
 # Run as root from the repository root: `make bench`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -24,7 +29,8 @@ timed() { # name, then the command; prints seconds and max RSS (KiB)
   echo "$end - $start" | bc >"$work/$name.seconds"
 }
 
-build=("$image" --data "$work" build "$manifest" --out "$work/out" --cache "$work/cache")
+# The tarball only: these three measure layers and caches (the bootable formats follow).
+build=("$image" --data "$work" build "$manifest" --format tar --out "$work/out" --cache "$work/cache")
 
 timed cold "${build[@]}"
 timed warm "${build[@]}"
@@ -39,3 +45,22 @@ printf '%-34s %9.1fs  (%.1f%% of cold; target < 5%%)\n' "warm rebuild, no change
 printf '%-34s %9.1fs  (target < 10 s)\n' "overlay change to one role" "$overlay"
 printf '%-34s %8d MB  (target < 200 MB)\n' "peak memory of r2a-image (cold)" "$(( $(cat "$work/cold.rss") / 1024 ))"
 du -sh "$work"/out/*/*/rootfs.tar.gz | sed 's|'"$work"'/out/||'
+
+# Formats and a boot, for the portal role of a small cluster (its layers are warm now).
+formats_manifest=bench/formats-cluster.toml
+for format in raw qcow2 iso pxe; do
+  timed "format-$format" "$image" --data "$work" build "$formats_manifest" --role portal \
+    --format "$format" --out "$work/formats-$format" --cache "$work/cache"
+done
+timed boot "$image" --data "$work" boot "$formats_manifest" --role portal --format qcow2 \
+  --firmware uefi --accel tcg --check --out "$work/formats-qcow2"
+firstboot=$(grep -o '"firstboot_done_seconds":[0-9.]*' "$work/boot.log" | cut -d: -f2)
+echo
+printf '%-34s %10s %12s\n' "portal role, from a warm layer" "time" "size"
+for format in raw qcow2 iso pxe; do
+  artifact=$(find "$work/formats-$format/r2a-bench/portal" -mindepth 1 -maxdepth 1 \( -name 'disk.*' -o -name '*.iso' -o -name pxe \))
+  printf '%-34s %9.1fs %12s\n' "$format" "$(cat "$work/format-$format.seconds")" \
+    "$(du -sh --apparent-size "$artifact" | cut -f1)"
+done
+printf '%-34s %9.1fs  (r2a-firstboot done %.1f s after the kernel started)\n' \
+  "qcow2 boot under TCG, UEFI" "$(cat "$work/boot.seconds")" "$firstboot"

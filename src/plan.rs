@@ -98,11 +98,7 @@ pub fn plan(
     let cluster = &project.cluster;
     let store = LayerStore::new(cache);
     let bootstrap = bootstrap.unwrap_or(cluster.build.bootstrap);
-    let formats = if formats.is_empty() {
-        cluster.build.formats.clone()
-    } else {
-        formats.to_vec()
-    };
+    let formats = Format::chosen(formats, &cluster.build.formats);
     let base = layer::base_spec(cluster, &project.roles, bootstrap)?;
     let mut role_plans = Vec::new();
     for name in project.roles_to_build(roles)? {

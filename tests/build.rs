@@ -232,6 +232,12 @@ fn the_rendered_configs_pass_the_real_programs_inside_the_images() {
         db.path(),
         "cd /root/seed-check && for f in *.user-data; do cloud-init schema -c $f; done && for f in *.network-config; do cloud-init schema --schema-type network-config -c $f; done",
     );
+    // The schema accepts what cloud-init's network rendering refuses (`to: default` once
+    // failed every cloud-init stage at boot): render each config for networkd as well.
+    in_image(
+        db.path(),
+        "cd /root/seed-check && for f in *.network-config; do mkdir -p /tmp/$f && cloud-init devel net-convert -p $f -k yaml -d /tmp/$f -D debian -O networkd && grep -rq 'Gateway=10.77.0.1' /tmp/$f || exit 1; done",
+    );
     let portal = fx.extracted("portal");
     in_image(portal.path(), "haproxy -c -f /etc/haproxy/haproxy.cfg");
     in_image(portal.path(), "nft -c -f /etc/nftables.conf");

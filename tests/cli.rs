@@ -47,7 +47,7 @@ fn check_reports_bad_input_with_place_and_status_2() {
     let output = run_image_tool(&["check", &manifest], None);
     assert_eq!(output.status.code(), Some(2), "{}", output.stderr);
     let expected = format!(
-        "{manifest}:43:11: error: address 192.168.11.32 of node pg-node-02 is outside the network 192.168.10.0/24"
+        "{manifest}:45:11: error: address 192.168.11.32 of node pg-node-02 is outside the network 192.168.10.0/24"
     );
     assert!(output.stderr.contains(&expected), "{}", output.stderr);
     assert!(
@@ -97,7 +97,15 @@ fn plan_shows_roles_cache_state_outputs_and_capacity() {
     );
     assert_eq!(plan["base"]["cached"], false);
     let telephony = &plan["roles"][6];
-    assert_eq!(telephony["outputs"][0], "ring2all/telephony/rootfs.tar.gz");
+    assert_eq!(
+        telephony["outputs"],
+        serde_json::json!([
+            "ring2all/telephony/rootfs.tar.gz",
+            "ring2all/telephony/disk.qcow2",
+            "ring2all/telephony/telephony.iso",
+            "ring2all/telephony/pxe/"
+        ])
+    );
     assert!(
         telephony["vendor_skipped"]
             .as_array()

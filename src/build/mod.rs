@@ -118,17 +118,7 @@ impl<'a> BuildContext<'a> {
         Ok(BuildContext {
             project,
             options,
-            formats: {
-                let mut formats = if options.formats.is_empty() {
-                    cluster.build.formats.clone()
-                } else {
-                    options.formats.clone()
-                };
-                // The raw disk first: qcow2 and the ISO are made from it.
-                formats.sort();
-                formats.dedup();
-                formats
-            },
+            formats: Format::chosen(&options.formats, &cluster.build.formats),
             bootstrap: options.bootstrap.unwrap_or(cluster.build.bootstrap),
             layers: LayerStore::new(&options.cache),
             apt_archives: options.cache.join("apt-archives"),

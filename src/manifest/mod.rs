@@ -219,6 +219,19 @@ impl Format {
         }
     }
 
+    /// The formats a build writes: the requested ones, else the manifest's, each once
+    /// and in build order (the raw disk before qcow2 and the ISO made from it).
+    pub fn chosen(requested: &[Format], manifest: &[Format]) -> Vec<Format> {
+        let mut formats = if requested.is_empty() {
+            manifest.to_vec()
+        } else {
+            requested.to_vec()
+        };
+        formats.sort();
+        formats.dedup();
+        formats
+    }
+
     /// What the format writes into the role's output folder.
     pub fn output(self, role: &str) -> String {
         match self {
