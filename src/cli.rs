@@ -121,6 +121,9 @@ struct BootArgs {
     /// ISO only: take the install entry, install onto a blank disk, then boot that disk.
     #[arg(long)]
     install: bool,
+    /// ISO only: attach it as a USB stick (the hybrid image) instead of a CD.
+    #[arg(long)]
+    usb: bool,
     /// Exit 0 once multi-user.target is reached, r2a-firstboot.service succeeded and no
     /// unit failed; exit 1 with the console's tail otherwise.
     #[arg(long)]
@@ -138,8 +141,8 @@ struct BootArgs {
 
 fn boot(data: &Path, args: BootArgs) -> anyhow::Result<()> {
     anyhow::ensure!(
-        !args.install || args.format == Format::Iso,
-        "--install is the ISO's install entry; add --format iso"
+        !(args.install || args.usb) || args.format == Format::Iso,
+        "--install and --usb are for the ISO; add --format iso"
     );
     crate::interrupt::install()?;
     let project = Project::load(data, &args.manifest, SecretsMode::ReadOnly)?;
@@ -150,6 +153,7 @@ fn boot(data: &Path, args: BootArgs) -> anyhow::Result<()> {
         firmware: args.firmware,
         accel: args.accel,
         install: args.install,
+        usb: args.usb,
         check: args.check,
         timeout: std::time::Duration::from_secs(args.timeout),
         memory_mib: args.memory,

@@ -1,7 +1,8 @@
 //! The bootable formats of one role (portal), built from the mirror and booted in QEMU
 //! with `r2a-image boot --check` (software emulation unless KVM works; user networking
 //! with restrict=on, PXE over QEMU's own TFTP): qcow2 under UEFI and BIOS, the ISO's live
-//! entry under both, its install entry onto a blank disk and that disk alone, and PXE.
+//! entry under both from a CD and from a USB stick, its install entry onto a blank disk
+//! and that disk alone, and PXE.
 //! The artifacts' layout is checked with sfdisk, mtools and xorriso.
 
 mod support;
@@ -150,6 +151,30 @@ fn the_iso_live_entry_boots_under_uefi_and_bios() {
         assert!(
             output.stdout.contains("r2a: copying the system from"),
             "{firmware}: the live root was not copied to RAM"
+        );
+    }
+}
+
+#[test]
+fn the_hybrid_iso_boots_from_a_usb_stick_under_bios_and_uefi() {
+    let fx = bootable();
+    for firmware in ["bios", "uefi"] {
+        let args = [
+            "--format",
+            "iso",
+            "--usb",
+            "--firmware",
+            firmware,
+            "--accel",
+            "tcg",
+        ];
+        let output = boot(fx, &args);
+        healthy_report(&output);
+        assert!(
+            output
+                .stdout
+                .contains("r2a: copying the system from /dev/sda to RAM"),
+            "{firmware}: the live root did not come from the stick's ISO 9660 file system"
         );
     }
 }

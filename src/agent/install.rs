@@ -194,7 +194,8 @@ pub fn run(host: &mut dyn Host, cmdline: &str) -> anyhow::Result<()> {
         println!("r2a-node: no r2a.install= on the kernel command line: nothing to install");
         return Ok(());
     };
-    let medium = find_medium(host, &request.medium)?;
+    std::fs::create_dir_all(MEDIUM_MOUNT)?;
+    let medium = mount_medium(host, &request.medium)?;
     let devices = parse_lsblk(&host.run(&Invocation::new(
         "lsblk",
         ["--json", "--bytes", "--output", "PATH,TYPE,RO,SIZE"],
@@ -210,11 +211,6 @@ pub fn run(host: &mut dyn Host, cmdline: &str) -> anyhow::Result<()> {
     if !blank {
         host.run(&Invocation::new("wipefs", ["--all", target.as_str()]))?;
     }
-    std::fs::create_dir_all(MEDIUM_MOUNT)?;
-    host.run(&Invocation::new(
-        "mount",
-        ["-t", "iso9660", "-o", "ro", medium.as_str(), MEDIUM_MOUNT],
-    ))?;
     let image_path = Path::new(MEDIUM_MOUNT).join(crate::build::iso::INSTALL_IMAGE);
     println!(
         "r2a-node: installing {} onto {target}",
@@ -244,22 +240,39 @@ pub fn run(host: &mut dyn Host, cmdline: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The device holding the medium labelled `label`, waiting for udev up to 60 s.
-fn find_medium(host: &mut dyn Host, label: &str) -> anyhow::Result<String> {
-    let lookup = Invocation::new(
-        "blkid",
-        ["-l", "-o", "device", "-t", &format!("LABEL={label}")],
-    );
+/// Mounts the ISO 9660 file system labelled `label` at [`MEDIUM_MOUNT`] and returns its
+/// device, waiting for udev up to 60 s. Every block device is probed: a hybrid ISO on a
+/// USB stick has it on the whole disk, beside partitions that may carry the same label.
+fn mount_medium(host: &mut dyn Host, label: &str) -> anyhow::Result<String> {
+    let list = Invocation::new("lsblk", ["--list", "--noheadings", "--output", "PATH"]);
     for _ in 0..60 {
-        if let Some(device) = host.probe(&lookup, BLKID_NOTHING_FOUND)? {
-            let device = device.trim().to_string();
-            if !device.is_empty() {
-                return Ok(device);
+        for device in host.run(&list)?.split_whitespace() {
+            let probe = Invocation::new("blkid", ["-p", "-o", "export", device]);
+            let found = host.probe(&probe, BLKID_NOTHING_FOUND).unwrap_or_default();
+            if found
+                .as_deref()
+                .is_some_and(|export| is_medium(export, label))
+            {
+                host.run(&Invocation::new(
+                    "mount",
+                    ["-t", "iso9660", "-o", "ro", device, MEDIUM_MOUNT],
+                ))?;
+                return Ok(device.to_string());
             }
         }
         std::thread::sleep(Duration::from_secs(1));
     }
-    bail!("no device labelled {label} (the install medium) appeared")
+    bail!("no ISO 9660 medium labelled {label} (the install medium) appeared")
+}
+
+/// Whether `blkid -p -o export` output is an ISO 9660 file system labelled `label`.
+pub fn is_medium(export: &str, label: &str) -> bool {
+    let value = |key: &str| {
+        export
+            .lines()
+            .find_map(|line| line.strip_prefix(key)?.strip_prefix('='))
+    };
+    value("TYPE") == Some("iso9660") && value("LABEL") == Some(label)
 }
 
 #[cfg(test)]

@@ -156,3 +156,16 @@ fn a_damaged_image_is_an_error() {
     let error = write_image(compressed.as_slice(), &mut disk, true).unwrap_err();
     assert!(format!("{error:#}").contains("damaged"), "{error:#}");
 }
+
+#[test]
+fn the_medium_is_the_iso9660_file_system_with_the_label() {
+    let whole_disk = "DEVNAME=/dev/sda\nLABEL=R2A_DB\nTYPE=iso9660\nPTTYPE=gpt\n";
+    let mac_partition = "DEVNAME=/dev/sda3\nLABEL=R2A_DB\nTYPE=hfsplus\n";
+    assert!(is_medium(whole_disk, "R2A_DB"));
+    assert!(!is_medium(mac_partition, "R2A_DB"));
+    assert!(!is_medium(whole_disk, "R2A_PORTAL"));
+    assert!(!is_medium(
+        "DEVNAME=/dev/sr1\nLABEL=cidata\nTYPE=iso9660\n",
+        "R2A_DB"
+    ));
+}

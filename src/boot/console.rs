@@ -19,6 +19,8 @@ const TAIL_LINES: usize = 40;
 const KERNEL_BANNER: &str = "Linux version";
 /// What the kernel prints when it gives up.
 const KERNEL_PANIC: &str = "Kernel panic - not syncing";
+/// The prompt of the initramfs' rescue shell: the root was not mounted.
+const INITRAMFS_SHELL: &str = "(initramfs) ";
 
 /// What to watch for.
 #[derive(Debug, Clone)]
@@ -47,6 +49,8 @@ pub enum Ending {
     KvmStalled,
     /// The kernel panicked (QEMU is stopped at once, not left until the time limit).
     KernelPanic,
+    /// The initramfs could not mount the root and opened its rescue shell.
+    InitramfsShell,
 }
 
 /// One QEMU run.
@@ -134,6 +138,9 @@ fn watch_child(child: &mut Child, watch: &Watch) -> anyhow::Result<Run> {
         }
         if console.recent.contains(KERNEL_PANIC) {
             break Ending::KernelPanic;
+        }
+        if console.recent.contains(INITRAMFS_SHELL) {
+            break Ending::InitramfsShell;
         }
         if started.elapsed() > watch.timeout {
             break Ending::TimedOut;

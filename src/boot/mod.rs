@@ -44,6 +44,8 @@ pub struct BootOptions {
     pub accel: Accel,
     /// The ISO's entry: install instead of live.
     pub install: bool,
+    /// The ISO as a USB stick instead of a CD.
+    pub usb: bool,
     /// Check the boot and stop, instead of an interactive console.
     pub check: bool,
     /// The check's time limit (each of the install's two boots gets it).
@@ -81,16 +83,7 @@ pub fn boot(project: &Project, options: &BootOptions) -> anyhow::Result<Option<B
         network_boot: false,
         headless: options.check,
     };
-    if options.firmware == Firmware::Uefi {
-        let vars = work.path().join("OVMF_VARS.fd");
-        std::fs::copy(qemu::OVMF_VARS, &vars).with_context(|| {
-            format!(
-                "copying {}; install the Debian package ovmf",
-                qemu::OVMF_VARS
-            )
-        })?;
-        machine.ovmf_vars = Some(vars);
-    }
+    reset_firmware(&mut machine, work.path())?;
     let seed = Drive::Cdrom(seeds[0].clone());
     match options.format {
         Format::Qcow2 | Format::Raw => {
@@ -99,12 +92,15 @@ pub fn boot(project: &Project, options: &BootOptions) -> anyhow::Result<Option<B
         }
         Format::Iso if options.install => {
             let target = blank_disk(work.path(), INSTALL_DISK)?;
-            machine.drives = vec![Drive::Cdrom(artifact.clone()), target.clone(), seed.clone()];
+            machine.drives = vec![iso_drive(&artifact, options), target.clone(), seed.clone()];
             install_phase(&machine, options)?;
-            // The installed disk alone, as after taking the medium out.
+            // The installed disk alone, as after taking the medium out; with the firmware's
+            // boot entries reset (OVMF otherwise keeps trying the gone USB stick, then
+            // stops in its shell).
             machine.drives = vec![target, seed];
+            reset_firmware(&mut machine, work.path())?;
         }
-        Format::Iso => machine.drives = vec![Drive::Cdrom(artifact.clone()), seed],
+        Format::Iso => machine.drives = vec![iso_drive(&artifact, options), seed],
         Format::Pxe => {
             machine.tftp = Some((artifact.clone(), "boot.ipxe".to_string()));
             machine.network_boot = true;
@@ -189,6 +185,29 @@ fn run_with_fallback(
     Ok(run)
 }
 
+/// A fresh copy of OVMF's variable store for a UEFI machine.
+fn reset_firmware(machine: &mut Machine, work: &Path) -> anyhow::Result<()> {
+    if machine.firmware == Firmware::Uefi {
+        let vars = work.join("OVMF_VARS.fd");
+        std::fs::copy(qemu::OVMF_VARS, &vars).with_context(|| {
+            format!(
+                "copying {}; install the Debian package ovmf",
+                qemu::OVMF_VARS
+            )
+        })?;
+        machine.ovmf_vars = Some(vars);
+    }
+    Ok(())
+}
+
+fn iso_drive(iso: &Path, options: &BootOptions) -> Drive {
+    if options.usb {
+        Drive::UsbStick(iso.to_path_buf())
+    } else {
+        Drive::Cdrom(iso.to_path_buf())
+    }
+}
+
 fn resolve_accel(accel: Accel) -> Accel {
     match accel {
         Accel::Auto if qemu::kvm_usable() => Accel::Kvm,
@@ -207,6 +226,7 @@ fn describe_ending(ending: &Ending, options: &BootOptions) -> String {
         ),
         Ending::KvmStalled => "the kernel did not start under KVM".to_string(),
         Ending::KernelPanic => "the kernel panicked".to_string(),
+        Ending::InitramfsShell => "the initramfs could not mount the root".to_string(),
     }
 }
 

@@ -57,6 +57,8 @@ pub enum Drive {
     },
     /// A read-only CD.
     Cdrom(PathBuf),
+    /// A read-only USB stick (a hybrid ISO written to one), booted first.
+    UsbStick(PathBuf),
 }
 
 /// Everything one QEMU run is made of.
@@ -129,7 +131,19 @@ impl Machine {
                     "file={},format=raw,media=cdrom,readonly=on,index={index}",
                     path.display()
                 ),
+                Drive::UsbStick(path) => format!(
+                    "file={},format=raw,readonly=on,if=none,id=usb{index}",
+                    path.display()
+                ),
             });
+            if let Drive::UsbStick(_) = drive {
+                args.extend([
+                    "-device".into(),
+                    "qemu-xhci,id=xhci".into(),
+                    "-device".into(),
+                    format!("usb-storage,bus=xhci.0,drive=usb{index},bootindex=0"),
+                ]);
+            }
         }
         let mut netdev = "user,id=net0,restrict=on".to_string();
         if let Some((dir, file)) = &self.tftp {
@@ -246,6 +260,18 @@ mod tests {
         let args = pxe.args().join(" ");
         assert!(args.contains("restrict=on,tftp=/srv/pxe,bootfile=boot.ipxe"));
         assert!(args.contains("-boot order=n"));
+    }
+
+    #[test]
+    fn a_usb_stick_is_a_read_only_usb_disk_booted_first() {
+        let mut usb = machine();
+        usb.drives = vec![Drive::UsbStick("/tmp/r2a.iso".into())];
+        let args = usb.args().join(" ");
+        assert!(args.contains("-drive file=/tmp/r2a.iso,format=raw,readonly=on,if=none,id=usb0"));
+        assert!(args.contains(
+            "-device qemu-xhci,id=xhci -device usb-storage,bus=xhci.0,drive=usb0,bootindex=0"
+        ));
+        assert!(!args.contains("media=cdrom"));
     }
 
     #[test]
