@@ -21,13 +21,13 @@ pub fn ensure_root_grown(context: &mut Context<'_>) -> anyhow::Result<Outcome> {
     let mounted = context.host.probe(
         &Invocation::new(
             "findmnt",
-            ["--noheadings", "--output", "SOURCE,FSTYPE", "/"],
+            ["--noheadings", "--output", "SOURCE,FSTYPE,FSROOT", "/"],
         ),
         FINDMNT_NOTHING_FOUND,
     )?;
-    let Some((source, fstype)) = mounted.as_deref().and_then(|line| {
+    let Some((source, fstype, fsroot)) = mounted.as_deref().and_then(|line| {
         let mut words = line.split_whitespace();
-        Some((words.next()?.to_string(), words.next()?.to_string()))
+        Some((words.next()?, words.next()?, words.next()?))
     }) else {
         return Ok(Outcome::unchanged("the root is not a mounted device"));
     };
@@ -36,6 +36,13 @@ pub fn ensure_root_grown(context: &mut Context<'_>) -> anyhow::Result<Outcome> {
             "the root is {fstype} on {source}: nothing to grow"
         )));
     }
+    // A container's root is a folder of the host's file system (`/dev/vda1[/srv/tree]`).
+    if fsroot != "/" {
+        return Ok(Outcome::unchanged(format!(
+            "the root is the folder {fsroot} of {source}: nothing to grow"
+        )));
+    }
+    let source = source.to_string();
     let parent = context.host.run(&Invocation::new(
         "lsblk",
         [
@@ -77,7 +84,7 @@ mod tests {
     use crate::agent::host::ScriptedHost;
     use crate::agent::testing::FakeRoot;
 
-    const FINDMNT: &str = "findmnt --noheadings --output SOURCE,FSTYPE /";
+    const FINDMNT: &str = "findmnt --noheadings --output SOURCE,FSTYPE,FSROOT /";
 
     fn run(host: &mut ScriptedHost) -> anyhow::Result<Outcome> {
         let fake = FakeRoot::db();
@@ -90,7 +97,7 @@ mod tests {
     #[test]
     fn a_root_partition_grows_once() {
         let mut host = ScriptedHost::new(true);
-        host.answer(FINDMNT, "/dev/vda3 ext4\n")
+        host.answer(FINDMNT, "/dev/vda3 ext4 /\n")
             .answer(
                 "lsblk --nodeps --noheadings --output PKNAME,PARTN /dev/vda3",
                 "vda 3\n",
@@ -118,17 +125,26 @@ mod tests {
     #[test]
     fn live_and_container_roots_are_left_alone() {
         let mut host = ScriptedHost::new(true);
-        host.answer(FINDMNT, "r2a-live overlay\n");
+        host.answer(FINDMNT, "r2a-live overlay /\n");
         let outcome = run(&mut host).unwrap();
         assert!(!outcome.changed);
         assert!(outcome.detail.contains("overlay"), "{outcome:?}");
-        assert!(!host.log().iter().any(|line| line.starts_with("growpart")));
+        let mut container = ScriptedHost::new(true);
+        container.answer(FINDMNT, "/dev/vda1[/srv/tree] ext4 /srv/tree\n");
+        let outcome = run(&mut container).unwrap();
+        assert!(
+            outcome.detail.contains("the folder /srv/tree"),
+            "{outcome:?}"
+        );
+        for host in [host, container] {
+            assert!(!host.log().iter().any(|line| line.starts_with("lsblk")));
+        }
     }
 
     #[test]
     fn a_failed_resize_is_an_error() {
         let mut host = ScriptedHost::new(true);
-        host.answer(FINDMNT, "/dev/sda2 ext4\n")
+        host.answer(FINDMNT, "/dev/sda2 ext4 /\n")
             .answer(
                 "lsblk --nodeps --noheadings --output PKNAME,PARTN /dev/sda2",
                 "sda 2\n",

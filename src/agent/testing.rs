@@ -131,7 +131,7 @@ impl FakeRoot {
 pub fn healthy_db1_host() -> ScriptedHost {
     let mut host = ScriptedHost::new(true);
     host.answer(
-        "findmnt --noheadings --output SOURCE,FSTYPE /",
+        "findmnt --noheadings --output SOURCE,FSTYPE,FSROOT /",
         "overlay overlay\n",
     );
     host.succeed("systemctl is-active --quiet systemd-networkd.service")

@@ -144,10 +144,8 @@ impl<'t> RoleOutputs<'t> {
         ctx: &BuildContext<'_>,
         artifact: Option<&Path>,
     ) -> anyhow::Result<PathBuf> {
+        // Formats are written in order, so the raw artifact, when wanted, comes first.
         if let Some(raw) = &self.raw {
-            if let Some(artifact) = artifact {
-                live::link_or_copy(raw, artifact)?;
-            }
             return Ok(raw.clone());
         }
         let path =
