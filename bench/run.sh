@@ -56,11 +56,11 @@ timed boot "$image" --data "$work" boot "$formats_manifest" --role portal --form
   --firmware uefi --accel tcg --check --out "$work/formats-qcow2"
 firstboot=$(grep -o '"firstboot_done_seconds":[0-9.]*' "$work/boot.log" | cut -d: -f2)
 echo
-printf '%-34s %10s %12s\n' "portal role, from a warm layer" "time" "size"
+printf '%-34s %10s %12s %12s\n' "portal role, from a warm layer" "time" "size" "peak RSS"
 for format in raw qcow2 iso pxe; do
   artifact=$(find "$work/formats-$format/r2a-bench/portal" -mindepth 1 -maxdepth 1 \( -name 'disk.*' -o -name '*.iso' -o -name pxe \))
-  printf '%-34s %9.1fs %12s\n' "$format" "$(cat "$work/format-$format.seconds")" \
-    "$(du -sh --apparent-size "$artifact" | cut -f1)"
+  printf '%-34s %9.1fs %12s %9d MB\n' "$format" "$(cat "$work/format-$format.seconds")" \
+    "$(du -sh --apparent-size "$artifact" | cut -f1)" "$(( $(cat "$work/format-$format.rss") / 1024 ))"
 done
 printf '%-34s %9.1fs  (r2a-firstboot done %.1f s after the kernel started)\n' \
   "qcow2 boot under TCG, UEFI" "$(cat "$work/boot.seconds")" "$firstboot"
