@@ -84,6 +84,8 @@ pub fn write_squashfs(tree: &Path, path: &Path, epoch: i64) -> anyhow::Result<()
         .arg(tree)
         .arg(path)
         .args(["-noappend", "-comp", "zstd", "-quiet", "-no-progress"])
+        // Its default cache is a quarter of the RAM (900 MB here); 256 MB is as fast.
+        .args(["-mem", "256M"])
         .args(["-mkfs-time", &epoch, "-all-time", &epoch])
         .run()
         .context("packing the role system into a squashfs")
