@@ -122,6 +122,7 @@ fn status_of_a_fresh_image_lists_every_step_as_pending() {
             ("network", "pending"),
             ("firewall", "pending"),
             ("data-disk", "pending"),
+            ("grow-root", "pending"),
         ]
     );
 }

@@ -54,10 +54,14 @@ fn the_db_image_boots_and_its_agent_configures_the_node() {
         "network",
         "firewall",
         "data-disk",
+        "grow-root",
     ] {
         let marker = root.join(format!("var/lib/r2a/done/{step}.json"));
         assert!(marker.is_file(), "step {step} has no done marker");
     }
+    // A container's root is a folder of the host's file system: nothing to grow.
+    let grow = std::fs::read_to_string(root.join("var/lib/r2a/done/grow-root.json")).unwrap();
+    assert!(grow.contains("nothing to grow"), "{grow}");
     assert_eq!(
         std::fs::read_to_string(root.join("etc/hostname"))
             .unwrap()
