@@ -58,6 +58,10 @@ pub struct BootOptions {
 
 /// Boots and, with `check`, returns the node's boot report.
 pub fn boot(project: &Project, options: &BootOptions) -> anyhow::Result<Option<BootReport>> {
+    anyhow::ensure!(
+        options.format != Format::Tar,
+        "a rootfs tarball does not boot by itself; boot qcow2, raw, iso or pxe"
+    );
     require_tools(&qemu::TOOLS)?;
     let cluster = &project.cluster;
     let node = pick_node(project, options)?;
@@ -106,9 +110,7 @@ pub fn boot(project: &Project, options: &BootOptions) -> anyhow::Result<Option<B
             machine.network_boot = true;
             machine.drives = vec![seed];
         }
-        Format::Tar => {
-            bail!("a rootfs tarball does not boot by itself; boot qcow2, raw, iso or pxe")
-        }
+        Format::Tar => unreachable!("refused above"),
     }
     if !options.check {
         let status = Command::new("qemu-system-x86_64")
