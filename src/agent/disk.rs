@@ -11,7 +11,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use anyhow::{Context as _, bail};
 
 use super::config::config_error;
-use super::host::Invocation;
+use super::host::{BLKID_NOTHING_FOUND, FINDMNT_NOTHING_FOUND, Invocation};
 use super::root::{read_optional, write_atomic};
 use super::steps::{Context, Outcome};
 
@@ -19,11 +19,6 @@ use super::steps::{Context, Outcome};
 pub const DATA_LABEL: &str = "r2a-data";
 /// The mount table.
 pub const FSTAB_FILE: &str = "/etc/fstab";
-
-/// `blkid -p` exits with 2 when it finds no signature.
-const BLKID_NOTHING_FOUND: i32 = 2;
-/// `findmnt` exits with 1 when nothing is mounted there.
-const FINDMNT_NOTHING_FOUND: i32 = 1;
 
 /// A filesystem the roles may ask for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

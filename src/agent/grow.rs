@@ -3,11 +3,9 @@
 //! the backup GPT there) and its ext4 grows online (`resize2fs`). A root that is not an
 //! ext4 partition (the live overlay, a container) has nothing to grow.
 
-use super::host::Invocation;
+use super::host::{FINDMNT_NOTHING_FOUND, Invocation};
 use super::steps::{Context, Outcome};
 
-/// `findmnt` exits with 1 when nothing is mounted there.
-const FINDMNT_NOTHING_FOUND: i32 = 1;
 /// `growpart` exits with 1 when the partition already fills the disk.
 const GROWPART_NOCHANGE: i32 = 1;
 

@@ -47,6 +47,12 @@ impl fmt::Display for Invocation {
     }
 }
 
+/// `blkid -p` (no signature) and `blkid -t` (no matching device) exit with 2: the
+/// `absent_code` of [`Host::probe`] for them.
+pub const BLKID_NOTHING_FOUND: i32 = 2;
+/// `findmnt` exits with 1 when nothing is mounted there.
+pub const FINDMNT_NOTHING_FOUND: i32 = 1;
+
 /// The running machine, as the steps see it.
 pub trait Host {
     /// Whether this is the machine the image booted on (so the kernel hostname, the

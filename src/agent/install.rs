@@ -13,13 +13,10 @@ use anyhow::{Context as _, bail};
 use serde::Deserialize;
 
 use super::config::config_error;
-use super::host::{Host, Invocation};
+use super::host::{BLKID_NOTHING_FOUND, Host, Invocation};
 
 /// Where the medium is mounted while the image is written.
 const MEDIUM_MOUNT: &str = "/run/r2a/install-medium";
-/// `blkid -p` exits with 2 when it finds no signature; `blkid -l -t` with 2 when no
-/// device matches.
-const BLKID_NOTHING_FOUND: i32 = 2;
 /// Bytes decompressed and written at a time.
 const CHUNK: usize = 4 << 20;
 
