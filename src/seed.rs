@@ -53,15 +53,29 @@ pub fn seed_files(cluster: &Cluster, node: &Node) -> SeedFiles {
     }
 }
 
+/// The ethernet id of a node without a MAC. cloud-init's networkd renderer writes
+/// `[Match] Name=<id>` and drops `match: name:` (cloud-init 25.1), so the id itself is
+/// the glob: it matches the predictable (`en*`) and classic (`eth*`) names of wired links.
+/// A container's `host0`, or a machine with several wired links, is the agent's to sort
+/// out (`r2a-node status` says which link got the address, and why).
+pub const UNMATCHED_ETHERNET_ID: &str = "e*";
+
 fn network_config(cluster: &Cluster, node: &Node) -> String {
     let network = &cluster.network;
-    let mut text =
-        String::from("network:\n  version: 2\n  ethernets:\n    cluster:\n      match:\n");
+    let mut text = String::from("network:\n  version: 2\n  ethernets:\n");
     match &node.mac {
         Some(mac) => {
-            let _ = writeln!(text, "        macaddress: \"{mac}\"");
+            let _ = writeln!(
+                text,
+                "    cluster:\n      match:\n        macaddress: \"{mac}\""
+            );
         }
-        None => text.push_str("        name: \"en*\"\n"),
+        None => {
+            let _ = writeln!(
+                text,
+                "    \"{UNMATCHED_ETHERNET_ID}\":\n      match:\n        name: \"{UNMATCHED_ETHERNET_ID}\""
+            );
+        }
     }
     let _ = writeln!(
         text,
@@ -184,7 +198,7 @@ mod tests {
         );
         assert_eq!(
             files.network_config,
-            "network:\n  version: 2\n  ethernets:\n    cluster:\n      match:\n        name: \"en*\"\n      addresses: [\"192.168.10.32/24\"]\n      routes:\n        - to: 0.0.0.0/0\n          via: 192.168.10.1\n      nameservers:\n        addresses: [\"192.168.10.1\"]\n        search: [\"pbx.example.com\"]\n"
+            "network:\n  version: 2\n  ethernets:\n    \"e*\":\n      match:\n        name: \"e*\"\n      addresses: [\"192.168.10.32/24\"]\n      routes:\n        - to: 0.0.0.0/0\n          via: 192.168.10.1\n      nameservers:\n        addresses: [\"192.168.10.1\"]\n        search: [\"pbx.example.com\"]\n"
         );
     }
 
@@ -202,5 +216,6 @@ mod tests {
             files.network_config
         );
         assert!(!files.network_config.contains("name:"));
+        assert!(files.network_config.contains("\n    cluster:\n"));
     }
 }

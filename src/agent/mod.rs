@@ -21,6 +21,7 @@ pub mod grow;
 pub mod host;
 pub mod identity;
 pub mod install;
+pub mod links;
 pub mod markers;
 pub mod names;
 pub mod network;

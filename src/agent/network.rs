@@ -1,55 +1,82 @@
-//! The network step: a static systemd-networkd configuration for the node's address,
-//! unless cloud-init already configured it.
+//! The network step: the node's static address on its cluster interface, by cloud-init's
+//! file when that file matches the right link, else by the agent's own networkd file.
 //!
 //! A NoCloud seed with `network-config` makes cloud-init write the node's static
-//! address itself. Without one, cloud-init may still write a DHCP fallback; that file
-//! does not carry the node's address, so it does not count as configured.
+//! address itself, but cloud-init's networkd renderer matches by the ethernet's id, so
+//! the file may match no link of this machine, or several ([`super::links`] decides).
+//! Without a seed, cloud-init may still write a DHCP fallback; that file does not carry
+//! the node's address, so it does not count.
 
-use std::path::PathBuf;
+use std::path::Path;
 
 use anyhow::{Context as _, bail};
 
 use super::config::{ClusterView, NodeView};
 use super::host::Invocation;
+use super::links::{self, CloudInitFile, Link, MatchSection, OwnMatch, Plan, WIRED_PATTERNS};
 use super::root::{Root, read_optional, write_atomic};
 use super::sources::interface_macs;
 use super::steps::{Context, Outcome};
 
 /// The file the agent writes. networkd applies the first file (in name order) that matches
-/// a link, so it must sort before cloud-init's DHCP fallback, `10-cloud-init-<link>.network`.
+/// a link, so it must sort before cloud-init's files, `10-cloud-init-<id>.network`.
 pub const NETWORK_FILE: &str = "/etc/systemd/network/05-r2a.network";
+/// Where networkd files live, cloud-init's among them.
+const NETWORKD_DIR: &str = "/etc/systemd/network";
+/// The drop-in that narrows a cloud-init file matching several links to one.
+const NARROWING_DROP_IN: &str = "50-r2a-one-link.conf";
 
-/// Interface names a node's cluster interface may have when the manifest lists no MAC:
-/// predictable names, the classic name, and systemd-nspawn's container side.
-pub const INTERFACE_PATTERNS: [&str; 3] = ["en*", "eth*", "host0"];
-
-/// Where cloud-init's renderers put network configuration, as (folder, file name part).
-const CLOUD_INIT_OUTPUTS: [(&str, &str); 3] = [
-    ("/etc/systemd/network", "cloud-init"),
-    ("/etc/netplan", ".yaml"),
-    ("/etc/network/interfaces.d", "cloud-init"),
-];
-
-/// Writes [`NETWORK_FILE`] when cloud-init gave no configuration for the node's address.
+/// Puts the node's address on its cluster interface (see the module's documentation).
 pub fn ensure_network(context: &mut Context<'_>) -> anyhow::Result<Outcome> {
     let address = context.node.address.to_string();
-    if let Some(path) = cloud_init_config_with(context.root, &address)? {
-        return Ok(Outcome::unchanged(format!(
-            "cloud-init configured {address} in {}",
-            path.display()
-        )));
-    }
-    let interface = match &context.node.mac {
-        Some(mac) => InterfaceMatch::Mac(mac.to_ascii_lowercase()),
-        None => first_cluster_interface(context.root)?,
+    let links: Vec<Link> = interface_macs(context.root)?
+        .iter()
+        .map(|(name, mac)| Link::new(name, mac))
+        .collect();
+    let choice = links::choose(&links, context.node.mac.as_deref());
+    let cloud_init = cloud_init_files_with(context.root, &address)?;
+    let (path, wanted, done) = match links::plan(&choice, &links, &cloud_init) {
+        Plan::KeepCloudInit { file, link } => {
+            return Ok(Outcome::unchanged(format!(
+                "{address} on {link} by cloud-init's {file} ({})",
+                choice.why
+            )));
+        }
+        Plan::NarrowCloudInit { file, link, others } => (
+            Path::new(NETWORKD_DIR)
+                .join(format!("{file}.d"))
+                .join(NARROWING_DROP_IN),
+            narrowing_drop_in(&file, &link),
+            format!(
+                "{address} on {} by cloud-init's {file}, narrowed to its MAC {} (the file \
+                 also matched {}; {})",
+                link.name,
+                link.mac,
+                others.join(", "),
+                choice.why
+            ),
+        ),
+        Plan::Own(own) => {
+            let interface = match own {
+                OwnMatch::Mac(mac) => InterfaceMatch::Mac(mac),
+                OwnMatch::Patterns => {
+                    InterfaceMatch::Names(WIRED_PATTERNS.map(str::to_string).to_vec())
+                }
+            };
+            let on = match &choice.link {
+                Some(link) => link.name.clone(),
+                None => interface.to_string(),
+            };
+            (
+                NETWORK_FILE.into(),
+                render_network_file(context.node, context.cluster, &interface),
+                format!("{address} on {on} by {NETWORK_FILE} ({})", choice.why),
+            )
+        }
     };
-    let wanted = render_network_file(context.node, context.cluster, &interface);
-    let path = context.root.path(NETWORK_FILE);
+    let path = context.root.path(&path);
     if read_optional(&path)?.as_deref() == Some(wanted.as_str()) {
-        return Ok(Outcome::unchanged(format!(
-            "{} already configures {address}",
-            path.display()
-        )));
+        return Ok(Outcome::unchanged(done));
     }
     write_atomic(&path, wanted.as_bytes(), 0o644)?;
     if read_optional(&path)?.as_deref() != Some(wanted.as_str()) {
@@ -70,10 +97,18 @@ pub fn ensure_network(context: &mut Context<'_>) -> anyhow::Result<Outcome> {
             .run(&Invocation::new("networkctl", ["reload"]))
             .context("applying the network configuration")?;
     }
-    Ok(Outcome::changed(format!(
-        "wrote {} for {address} on {interface}",
-        path.display()
-    )))
+    Ok(Outcome::changed(done))
+}
+
+/// A drop-in that adds the chosen link's MAC to a cloud-init file's `[Match]`: every
+/// condition must hold, so the file then matches that link alone.
+fn narrowing_drop_in(file: &str, link: &Link) -> String {
+    format!(
+        "# Written by r2a-node: {file} matched several links; the node's address belongs\n\
+         # on {} alone. List the node's MAC in the manifest to pick another.\n\
+         [Match]\nMACAddress={}\n",
+        link.name, link.mac
+    )
 }
 
 /// How the `[Match]` section finds the node's interface.
@@ -123,48 +158,31 @@ pub fn render_network_file(
     lines.join("\n")
 }
 
-/// The first interface (by name) that looks like a cluster interface; the name patterns
-/// when none is visible. Matching one name rather than the patterns keeps a second NIC
-/// from getting the same address.
-fn first_cluster_interface(root: &Root) -> anyhow::Result<InterfaceMatch> {
-    let names: Vec<String> = interface_macs(root)?
-        .into_iter()
-        .map(|(name, _)| name)
+/// cloud-init's networkd files that configure `address`, in name order.
+fn cloud_init_files_with(root: &Root, address: &str) -> anyhow::Result<Vec<CloudInitFile>> {
+    let dir = root.path(NETWORKD_DIR);
+    let entries = match std::fs::read_dir(&dir) {
+        Ok(entries) => entries,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(error) => return Err(error).with_context(|| format!("listing {}", dir.display())),
+    };
+    let mut names: Vec<String> = entries
+        .filter_map(|entry| entry.ok())
+        .map(|entry| entry.file_name().to_string_lossy().into_owned())
+        .filter(|name| name.contains("cloud-init") && name.ends_with(".network"))
         .collect();
-    let first = names
-        .into_iter()
-        .find(|name| name.starts_with("en") || name.starts_with("eth") || name == "host0");
-    Ok(InterfaceMatch::Names(match first {
-        Some(name) => vec![name],
-        None => INTERFACE_PATTERNS.map(str::to_string).to_vec(),
-    }))
-}
-
-/// A file cloud-init wrote that configures `address`, if any.
-fn cloud_init_config_with(root: &Root, address: &str) -> anyhow::Result<Option<PathBuf>> {
-    for (dir, name_part) in CLOUD_INIT_OUTPUTS {
-        let dir = root.path(dir);
-        let entries = match std::fs::read_dir(&dir) {
-            Ok(entries) => entries,
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => continue,
-            Err(error) => return Err(error).with_context(|| format!("listing {}", dir.display())),
-        };
-        let mut paths: Vec<PathBuf> = entries
-            .filter_map(|entry| entry.ok().map(|entry| entry.path()))
-            .filter(|path| {
-                path.file_name()
-                    .is_some_and(|name| name.to_string_lossy().contains(name_part))
-            })
-            .collect();
-        paths.sort();
-        for path in paths {
-            let text = read_optional(&path)?.unwrap_or_default();
-            if mentions_address(&text, address) {
-                return Ok(Some(path));
-            }
+    names.sort();
+    let mut files = Vec::new();
+    for name in names {
+        let text = read_optional(&dir.join(&name))?.unwrap_or_default();
+        if mentions_address(&text, address) {
+            files.push(CloudInitFile {
+                section: MatchSection::parse(&text),
+                name,
+            });
         }
     }
-    Ok(None)
+    Ok(files)
 }
 
 /// Whether `address` appears in `text` as a whole address (`192.168.10.1` is not in
@@ -232,11 +250,16 @@ mod tests {
     }
 
     #[test]
-    fn a_node_without_a_mac_matches_the_first_cluster_interface_or_the_patterns() {
+    fn a_node_without_a_mac_matches_its_wired_link_by_mac_or_the_patterns() {
         let fake = FakeRoot::db();
         let mut offline = ScriptedHost::new(false);
-        run(&fake, "db2", &mut offline);
+        let outcome = run(&fake, "db2", &mut offline);
         assert!(fake.read(NETWORK_FILE).contains("\nName=en* eth* host0\n"));
+        assert!(
+            outcome.detail.contains("no wired link"),
+            "{}",
+            outcome.detail
+        );
         assert!(
             fake.read(NETWORK_FILE)
                 .contains("\nAddress=192.168.10.12/24\n")
@@ -245,34 +268,93 @@ mod tests {
         fake.add_interface("wlan0", "02:00:00:00:00:01");
         fake.add_interface("ens5", "02:00:00:00:00:02");
         fake.add_interface("ens3", "02:00:00:00:00:03");
-        run(&fake, "db2", &mut offline);
-        assert!(fake.read(NETWORK_FILE).contains("\nName=ens3\n"));
+        let outcome = run(&fake, "db2", &mut offline);
+        // By MAC: udev may still rename the link after this early step.
+        assert!(
+            fake.read(NETWORK_FILE)
+                .contains("\nMACAddress=02:00:00:00:00:03\n")
+        );
+        assert!(
+            outcome
+                .detail
+                .contains("on ens3 by /etc/systemd/network/05-r2a.network (ens3 is the first of 2 wired links (ens3, ens5)"),
+            "{}",
+            outcome.detail
+        );
         assert!(offline.log().is_empty(), "offline: no networkctl");
     }
 
     #[test]
-    fn cloud_init_configuration_with_the_address_is_left_alone() {
+    fn cloud_init_configuration_of_the_address_on_the_link_is_left_alone() {
         let fake = FakeRoot::db();
+        fake.add_interface("eth0", "52:54:00:00:00:11");
         fake.write(
             "/etc/systemd/network/10-cloud-init-eth0.network",
             "[Match]\nName=eth0\n[Network]\nAddress=192.168.10.11/24\n",
         );
+        let before = fake.snapshot();
         let outcome = run(&fake, "db1", &mut ScriptedHost::new(true));
         assert!(!outcome.changed);
         assert!(
-            outcome.detail.contains("10-cloud-init-eth0.network"),
+            outcome
+                .detail
+                .contains("on eth0 by cloud-init's 10-cloud-init-eth0.network"),
             "{}",
             outcome.detail
         );
+        assert_eq!(fake.snapshot(), before);
+    }
+
+    #[test]
+    fn a_cloud_init_file_that_matches_no_link_is_replaced_by_the_agents_own() {
+        // cloud-init 25.1 renders `ethernets: {cluster: {match: {name: "en*"}}}` so.
+        let fake = FakeRoot::db();
+        fake.add_interface("ens3", "02:00:00:00:00:03");
+        fake.write(
+            "/etc/systemd/network/10-cloud-init-cluster.network",
+            "[Match]\nName=cluster\n\n[Network]\nAddress=192.168.10.12/24\n",
+        );
+        let outcome = run(&fake, "db2", &mut ScriptedHost::new(false));
+        assert!(outcome.changed);
+        assert!(
+            fake.read(NETWORK_FILE)
+                .contains("\nMACAddress=02:00:00:00:00:03\n")
+        );
+    }
+
+    #[test]
+    fn a_cloud_init_file_that_matches_several_links_is_narrowed_to_one() {
+        let fake = FakeRoot::db();
+        fake.add_interface("ens3", "02:00:00:00:00:03");
+        fake.add_interface("ens4", "02:00:00:00:00:04");
+        fake.write(
+            "/etc/systemd/network/10-cloud-init-e*.network",
+            "[Match]\nName=e*\n\n[Network]\nAddress=192.168.10.12/24\n",
+        );
+        let outcome = run(&fake, "db2", &mut ScriptedHost::new(false));
+        assert!(outcome.changed);
         assert!(!fake.exists(NETWORK_FILE));
+        let drop_in =
+            fake.read("/etc/systemd/network/10-cloud-init-e*.network.d/50-r2a-one-link.conf");
+        assert!(
+            drop_in.ends_with("[Match]\nMACAddress=02:00:00:00:00:03\n"),
+            "{drop_in}"
+        );
+        assert!(
+            outcome.detail.contains("also matched ens4"),
+            "{}",
+            outcome.detail
+        );
+        assert!(!run(&fake, "db2", &mut ScriptedHost::new(false)).changed);
     }
 
     #[test]
     fn a_cloud_init_dhcp_fallback_does_not_count() {
         let fake = FakeRoot::db();
+        fake.add_interface("eth0", "52:54:00:00:00:11");
         fake.write(
-            "/etc/netplan/50-cloud-init.yaml",
-            "network: {version: 2, ethernets: {eth0: {dhcp4: true}}}\n# 192.168.10.111\n",
+            "/etc/systemd/network/10-cloud-init-eth0.network",
+            "[Match]\nName=eth0\n[Network]\nDHCP=ipv4\n# 192.168.10.111\n",
         );
         let mut host = ScriptedHost::new(true);
         host.succeed("systemctl is-active --quiet systemd-networkd.service")

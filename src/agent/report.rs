@@ -1,5 +1,5 @@
 //! `r2a-node report`: one line on the console once the boot is over, saying who the
-//! node is, its addresses, whether `r2a-firstboot.service` succeeded and which units
+//! node is, its links and addresses, where its data disk is mounted, whether `r2a-firstboot.service` succeeded and which units
 //! failed. `r2a-report.service` runs it after `multi-user.target`; `r2a-image boot
 //! --check` reads the line from the serial console.
 
@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use serde::{Deserialize, Serialize};
 
-use super::host::{Host, Invocation};
+use super::config::Config;
+use super::host::{FINDMNT_NOTHING_FOUND, Host, Invocation};
 use super::identity::read_recorded;
 use super::root::Root;
 
@@ -28,6 +29,12 @@ pub struct BootReport {
     pub identified_by: Option<String>,
     /// IPv4 addresses with prefix length, global scope.
     pub addresses: Vec<String>,
+    /// Every link but loopback, with its MAC and global IPv4 addresses.
+    #[serde(default)]
+    pub links: Vec<ReportedLink>,
+    /// The node's data disk as mounted, when its role uses one.
+    #[serde(default)]
+    pub data_disk: Option<ReportedMount>,
     /// Whether `multi-user.target` is active.
     pub multi_user: bool,
     /// `r2a-firstboot.service`'s result (`success`, `exit-code`, ...).
@@ -38,6 +45,28 @@ pub struct BootReport {
     pub failed_units: Vec<String>,
     /// Size of the root file system in bytes (it grows to the disk on first boot).
     pub root_bytes: Option<u64>,
+}
+
+/// A network link of the booted node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReportedLink {
+    /// Kernel name (`ens3`, `host0`).
+    pub name: String,
+    /// MAC address.
+    pub mac: String,
+    /// Global IPv4 addresses with prefix length.
+    pub addresses: Vec<String>,
+}
+
+/// A mounted file system.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReportedMount {
+    /// The device mounted (`/dev/vdb`).
+    pub device: String,
+    /// Where.
+    pub mount: String,
+    /// Its type.
+    pub filesystem: String,
 }
 
 impl BootReport {
@@ -98,10 +127,11 @@ impl BootReport {
                 "--no-pager",
             ],
         ))?;
-        let addresses = host.run(&Invocation::new(
-            "ip",
-            ["-4", "-oneline", "address", "show", "scope", "global"],
-        ))?;
+        let links = parse_links(&host.run(&Invocation::new("ip", ["-json", "address", "show"]))?)?;
+        let data_disk = match Config::load(root).ok().zip(recorded.as_ref()) {
+            Some((config, identity)) => reported_data_disk(&config, &identity.node, host)?,
+            None => None,
+        };
         let root_bytes = host
             .run(&Invocation::new(
                 "findmnt",
@@ -116,7 +146,12 @@ impl BootReport {
             identified_by: recorded
                 .as_ref()
                 .map(|identity| identity.source.to_string()),
-            addresses: parse_addresses(&addresses),
+            addresses: links
+                .iter()
+                .flat_map(|link| link.addresses.iter().cloned())
+                .collect(),
+            links,
+            data_disk,
             multi_user,
             firstboot: property("Result"),
             firstboot_done_seconds: (exited_us > 0).then(|| exited_us as f64 / 1e6),
@@ -141,15 +176,82 @@ fn pending_jobs(host: &mut dyn Host) -> anyhow::Result<usize> {
     Ok(jobs.lines().filter(|line| !line.trim().is_empty()).count())
 }
 
-/// `ip -4 -oneline address show` lines: `2: ens3    inet 10.77.0.31/24 brd ...`.
-fn parse_addresses(text: &str) -> Vec<String> {
-    text.lines()
-        .filter_map(|line| {
-            let mut words = line.split_whitespace();
-            words.find(|word| *word == "inet")?;
-            words.next().map(str::to_string)
+/// `ip -json address show`: every link but loopback, with its global IPv4 addresses.
+fn parse_links(json: &str) -> anyhow::Result<Vec<ReportedLink>> {
+    #[derive(Deserialize)]
+    struct IpLink {
+        ifname: String,
+        #[serde(default)]
+        address: String,
+        #[serde(default)]
+        link_type: String,
+        #[serde(default)]
+        addr_info: Vec<IpAddress>,
+    }
+    #[derive(Deserialize)]
+    struct IpAddress {
+        family: String,
+        local: String,
+        prefixlen: u8,
+        #[serde(default)]
+        scope: String,
+    }
+    let links: Vec<IpLink> =
+        serde_json::from_str(json).context("reading `ip -json address show`")?;
+    Ok(links
+        .into_iter()
+        .filter(|link| link.link_type != "loopback")
+        .map(|link| ReportedLink {
+            addresses: link
+                .addr_info
+                .iter()
+                .filter(|a| a.family == "inet" && a.scope == "global")
+                .map(|a| format!("{}/{}", a.local, a.prefixlen))
+                .collect(),
+            name: link.ifname,
+            mac: link.address,
         })
-        .collect()
+        .collect())
+}
+
+/// Where the node's data disk is mounted, if its role uses one and it is.
+fn reported_data_disk(
+    config: &Config,
+    node: &str,
+    host: &mut dyn Host,
+) -> anyhow::Result<Option<ReportedMount>> {
+    let Some(rule) = &config.role.data_disk else {
+        return Ok(None);
+    };
+    if config
+        .cluster
+        .node(node)
+        .and_then(|node| node.data_disk.as_ref())
+        .is_none()
+    {
+        return Ok(None);
+    }
+    let found = host.probe(
+        &Invocation::new(
+            "findmnt",
+            [
+                "--noheadings",
+                "--output",
+                "SOURCE,FSTYPE",
+                "--mountpoint",
+                &rule.mount,
+            ],
+        ),
+        FINDMNT_NOTHING_FOUND,
+    )?;
+    Ok(found.and_then(|line| {
+        let mut words = line.split_whitespace();
+        Some(ReportedMount {
+            device: words.next()?.to_string(),
+            filesystem: words.next()?.to_string(),
+            mount: rule.mount.clone(),
+        })
+    }))
 }
 
 /// Prints the report line and a sentence for people reading the console.
@@ -181,20 +283,34 @@ mod tests {
     use crate::agent::host::ScriptedHost;
     use crate::agent::testing::FakeRoot;
 
+    /// What `ip -json address show` prints for loopback and one link (shortened).
+    const IP_JSON: &str = r#"[{"ifindex":1,"ifname":"lo","link_type":"loopback","address":"00:00:00:00:00:00","addr_info":[{"family":"inet","local":"127.0.0.1","prefixlen":8,"scope":"host"}]},
+        {"ifindex":2,"ifname":"ens3","link_type":"ether","address":"52:54:00:12:34:56","addr_info":[{"family":"inet","local":"10.77.0.31","prefixlen":24,"scope":"global"},{"family":"inet6","local":"fe80::1","prefixlen":64,"scope":"link"}]}]"#;
+
     fn booted_host(failed: &str) -> ScriptedHost {
         let mut host = ScriptedHost::new(true);
-        host.answer("systemctl list-jobs --plain --no-legend --no-pager", "1 r2a-report.service start running\n")
-            .answer(
-                "systemctl show --property=Result,ExecMainExitTimestampMonotonic r2a-firstboot.service",
-                "Result=success\nExecMainExitTimestampMonotonic=23456789\n",
-            )
-            .succeed("systemctl is-active --quiet multi-user.target")
-            .answer("systemctl list-units --failed --plain --no-legend --no-pager", failed)
-            .answer("findmnt --bytes --noheadings --output SIZE /", "2576980377\n")
-            .answer(
-                "ip -4 -oneline address show scope global",
-                "2: ens3    inet 10.77.0.31/24 brd 10.77.0.255 scope global ens3\\       valid_lft forever preferred_lft forever\n",
-            );
+        host.answer(
+            "systemctl list-jobs --plain --no-legend --no-pager",
+            "1 r2a-report.service start running\n",
+        )
+        .answer(
+            "systemctl show --property=Result,ExecMainExitTimestampMonotonic r2a-firstboot.service",
+            "Result=success\nExecMainExitTimestampMonotonic=23456789\n",
+        )
+        .succeed("systemctl is-active --quiet multi-user.target")
+        .answer(
+            "systemctl list-units --failed --plain --no-legend --no-pager",
+            failed,
+        )
+        .answer(
+            "findmnt --bytes --noheadings --output SIZE /",
+            "2576980377\n",
+        )
+        .answer("ip -json address show", IP_JSON)
+        .answer(
+            "findmnt --noheadings --output SOURCE,FSTYPE --mountpoint /var/lib/postgresql",
+            "/dev/vdb ext4\n",
+        );
         host
     }
 
@@ -205,11 +321,45 @@ mod tests {
         let report = BootReport::collect(&fake.root, &mut host).unwrap();
         assert!(report.is_healthy(), "{report:?}");
         assert_eq!(report.addresses, ["10.77.0.31/24"]);
+        assert_eq!(
+            report.links,
+            [ReportedLink {
+                name: "ens3".into(),
+                mac: "52:54:00:12:34:56".into(),
+                addresses: vec!["10.77.0.31/24".into()],
+            }]
+        );
+        // The fake root has recorded no identity: no node, so no data disk to look for.
+        assert_eq!(report.data_disk, None);
         assert_eq!(report.firstboot_done_seconds, Some(23.456789));
         assert_eq!(report.root_bytes, Some(2576980377));
         let line = format!("[   41.2] r2a-node[512]: {}", report.line().unwrap());
         assert_eq!(BootReport::parse_line(&line), Some(report));
         assert_eq!(BootReport::parse_line("r2a-node: node db1"), None);
+    }
+
+    #[test]
+    fn an_identified_node_reports_where_its_data_disk_is_mounted() {
+        let fake = FakeRoot::db();
+        let identity = crate::agent::identity::Identity {
+            cluster: "ring2all".into(),
+            role: "db".into(),
+            node: "db1".into(),
+            address: "192.168.10.11".parse().unwrap(),
+            source: crate::agent::sources::Source::NoCloud,
+            evidence: "meta-data".into(),
+        };
+        crate::agent::identity::record(&fake.root, &identity).unwrap();
+        let report = BootReport::collect(&fake.root, &mut booted_host("")).unwrap();
+        assert_eq!(report.node.as_deref(), Some("db1"));
+        assert_eq!(
+            report.data_disk,
+            Some(ReportedMount {
+                device: "/dev/vdb".into(),
+                mount: "/var/lib/postgresql".into(),
+                filesystem: "ext4".into(),
+            })
+        );
     }
 
     #[test]

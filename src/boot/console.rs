@@ -40,7 +40,7 @@ pub struct Watch {
 #[derive(Debug)]
 pub enum Ending {
     /// The node printed its boot report.
-    Report(BootReport),
+    Report(Box<BootReport>),
     /// QEMU exited (the guest powered off or rebooted).
     Exited(ExitStatus),
     /// The time limit passed.
@@ -117,7 +117,7 @@ fn watch_child(child: &mut Child, watch: &Watch) -> anyhow::Result<Run> {
                     let _ = stdout.flush();
                 }
                 if let Some(report) = console.push(&bytes) {
-                    break Ending::Report(report);
+                    break Ending::Report(Box::new(report));
                 }
             }
             Ok(Event::Closed) => open_streams -= 1,
@@ -242,6 +242,8 @@ mod tests {
             role: Some("portal".into()),
             identified_by: Some("kernel command line".into()),
             addresses: vec!["10.77.0.31/24".into()],
+            links: vec![],
+            data_disk: None,
             multi_user: true,
             firstboot: "success".into(),
             firstboot_done_seconds: Some(30.5),

@@ -122,7 +122,7 @@ pub fn boot(project: &Project, options: &BootOptions) -> anyhow::Result<Option<B
     }
     let run = run_with_fallback(&mut machine, options, None)?;
     match &run.ending {
-        Ending::Report(report) if report.is_healthy() => Ok(Some(report.clone())),
+        Ending::Report(report) if report.is_healthy() => Ok(Some(report.as_ref().clone())),
         Ending::Report(report) => bail!(
             "the boot finished unhealthy: multi-user.target {}, r2a-firstboot.service {}, failed units: {}\n{}",
             if report.multi_user {
