@@ -6,6 +6,7 @@
 //! root's growth on first boot is exercised.
 
 pub mod console;
+pub mod disks;
 pub mod qemu;
 
 use std::path::{Path, PathBuf};
@@ -28,6 +29,9 @@ const KVM_STALL: Duration = Duration::from_secs(60);
 const GROWTH: u64 = 1 << 30;
 /// The blank disk the ISO installs onto.
 const INSTALL_DISK: u64 = 8 << 30;
+/// A data disk's size when the node declares no `disk` size; stand-ins' size.
+const DEFAULT_DATA_DISK: u64 = 16 << 30;
+const STAND_IN_DISK: u64 = 1 << 30;
 
 /// What to boot and how.
 #[derive(Debug, Clone)]
@@ -67,6 +71,15 @@ pub fn boot(project: &Project, options: &BootOptions) -> anyhow::Result<Option<B
     let node = pick_node(project, options)?;
     let cluster_out = options.out.join(&cluster.name);
     let artifact = published_artifact(&cluster_out, options)?;
+    // Placed before anything boots: a name QEMU cannot give is refused up front.
+    let data_disk = match &node.data_disk {
+        Some(device) => Some(disks::place(
+            device,
+            &node.name,
+            attached_before_data(options),
+        )?),
+        None => None,
+    };
     let seeds =
         crate::seed::write_seeds(cluster, &[node], &options.out, cluster.source_date_epoch()?)?;
     let work = tempfile::Builder::new()
@@ -111,6 +124,12 @@ pub fn boot(project: &Project, options: &BootOptions) -> anyhow::Result<Option<B
             machine.drives = vec![seed];
         }
         Format::Tar => unreachable!("refused above"),
+    }
+    if let Some(placement) = data_disk {
+        let size = node.disk.unwrap_or(DEFAULT_DATA_DISK);
+        machine
+            .drives
+            .extend(data_drives(placement, size, work.path())?);
     }
     if !options.check {
         let status = Command::new("qemu-system-x86_64")
@@ -185,6 +204,40 @@ fn run_with_fallback(
         );
     }
     Ok(run)
+}
+
+/// What a boot of `options` attaches before the data disk: the system disk of a disk
+/// boot (or of the installed disk), the ISO as a USB stick.
+fn attached_before_data(options: &BootOptions) -> disks::Attached {
+    let disk_boot = matches!(options.format, Format::Qcow2 | Format::Raw)
+        || (options.format == Format::Iso && options.install);
+    disks::Attached {
+        virtio: usize::from(disk_boot),
+        usb_stick: options.format == Format::Iso && options.usb && !options.install,
+    }
+}
+
+/// Blank sparse disks, thrown away with the boot: the stand-ins, then the data disk.
+fn data_drives(placement: disks::Placement, size: u64, work: &Path) -> anyhow::Result<Vec<Drive>> {
+    let mut drives = Vec::new();
+    for index in 0..=placement.stand_ins {
+        let (name, bytes) = if index == placement.stand_ins {
+            ("data.qcow2".to_string(), size)
+        } else {
+            (format!("stand-in-{index}.qcow2"), STAND_IN_DISK)
+        };
+        let path = work.join(name);
+        blank_qcow2(&path, bytes)?;
+        drives.push(match placement.bus {
+            disks::Bus::Virtio => Drive::Disk {
+                path,
+                format: "qcow2",
+            },
+            disks::Bus::Scsi => Drive::ScsiDisk(path),
+            disks::Bus::Nvme => Drive::NvmeDisk(path),
+        });
+    }
+    Ok(drives)
 }
 
 /// A fresh copy of OVMF's variable store for a UEFI machine.
@@ -325,13 +378,17 @@ fn overlay(artifact: &Path, format: Format, work: &Path, extra: u64) -> anyhow::
 
 fn blank_disk(work: &Path, size: u64) -> anyhow::Result<Drive> {
     let path = work.join("target.qcow2");
-    Command::new("qemu-img")
-        .args(["create", "-q", "-f", "qcow2"])
-        .arg(&path)
-        .arg(size.to_string())
-        .run()?;
+    blank_qcow2(&path, size)?;
     Ok(Drive::Disk {
         path,
         format: "qcow2",
     })
+}
+
+fn blank_qcow2(path: &Path, size: u64) -> anyhow::Result<()> {
+    Command::new("qemu-img")
+        .args(["create", "-q", "-f", "qcow2"])
+        .arg(path)
+        .arg(size.to_string())
+        .run()
 }

@@ -48,13 +48,18 @@ pub enum Accel {
 /// A drive of the machine.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Drive {
-    /// A virtio disk (qcow2 or raw), written to.
+    /// A virtio disk (qcow2 or raw), written to: `/dev/vda`, `/dev/vdb`, ... in the
+    /// order of the machine's drives.
     Disk {
         /// The file.
         path: PathBuf,
         /// `qcow2` or `raw`.
         format: &'static str,
     },
+    /// A qcow2 disk on a SCSI controller: `/dev/sda`, `/dev/sdb`, ... in order.
+    ScsiDisk(PathBuf),
+    /// A qcow2 disk on an NVMe controller of its own: `/dev/nvme0n1`, ... in order.
+    NvmeDisk(PathBuf),
     /// A read-only CD.
     Cdrom(PathBuf),
     /// A read-only USB stick (a hybrid ISO written to one), booted first.
@@ -120,11 +125,19 @@ impl Machine {
                 args.push(format!("if=pflash,format=raw,file={}", vars.display()));
             }
         }
+        if self.drives.iter().any(|d| matches!(d, Drive::ScsiDisk(_))) {
+            args.extend(["-device".into(), "virtio-scsi-pci,id=scsi0".into()]);
+        }
+        let (mut scsi_ids, mut nvme_ids) = (0..8, 0..8);
         for (index, drive) in self.drives.iter().enumerate() {
             args.push("-drive".into());
             args.push(match drive {
                 Drive::Disk { path, format } => format!(
                     "file={},format={format},if=virtio,index={index}",
+                    path.display()
+                ),
+                Drive::ScsiDisk(path) | Drive::NvmeDisk(path) => format!(
+                    "file={},format=qcow2,if=none,id=disk{index}",
                     path.display()
                 ),
                 Drive::Cdrom(path) => format!(
@@ -136,13 +149,29 @@ impl Machine {
                     path.display()
                 ),
             });
-            if let Drive::UsbStick(_) = drive {
-                args.extend([
+            match drive {
+                Drive::UsbStick(_) => args.extend([
                     "-device".into(),
                     "qemu-xhci,id=xhci".into(),
                     "-device".into(),
                     format!("usb-storage,bus=xhci.0,drive=usb{index},bootindex=0"),
-                ]);
+                ]),
+                // SCSI targets are scanned in order of their id, so ids follow the drives'.
+                Drive::ScsiDisk(_) => args.extend([
+                    "-device".into(),
+                    format!(
+                        "scsi-hd,bus=scsi0.0,scsi-id={},lun=0,drive=disk{index}",
+                        scsi_ids.next().expect("at most 8 SCSI disks")
+                    ),
+                ]),
+                Drive::NvmeDisk(_) => args.extend([
+                    "-device".into(),
+                    format!(
+                        "nvme,serial=r2a-nvme{},drive=disk{index}",
+                        nvme_ids.next().expect("at most 8 NVMe disks")
+                    ),
+                ]),
+                Drive::Disk { .. } | Drive::Cdrom(_) => {}
             }
         }
         let mut netdev = "user,id=net0,restrict=on".to_string();
