@@ -7,7 +7,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 use crate::boot::BootOptions;
-use crate::boot::qemu::{Accel, Firmware};
+use crate::boot::qemu::{Accel, Firmware, PxeLoader};
 use crate::build::{self, BuildOptions};
 use crate::diag::InvalidInput;
 use crate::interrupt::Interrupted;
@@ -124,6 +124,9 @@ struct BootArgs {
     /// ISO only: attach it as a USB stick (the hybrid image) instead of a CD.
     #[arg(long)]
     usb: bool,
+    /// PXE only: the network boot loader the firmware's iPXE starts first.
+    #[arg(long, value_enum, default_value = "ipxe")]
+    pxe_loader: PxeLoader,
     /// Exit 0 once multi-user.target is reached, r2a-firstboot.service succeeded and no
     /// unit failed; exit 1 with the console's tail otherwise.
     #[arg(long)]
@@ -144,6 +147,10 @@ fn boot(data: &Path, args: BootArgs) -> anyhow::Result<()> {
         !(args.install || args.usb) || args.format == Format::Iso,
         "--install and --usb are for the ISO; add --format iso"
     );
+    anyhow::ensure!(
+        args.pxe_loader == PxeLoader::Ipxe || args.format == Format::Pxe,
+        "--pxe-loader is for PXE boots; add --format pxe"
+    );
     crate::interrupt::install()?;
     let project = Project::load(data, &args.manifest, SecretsMode::ReadOnly)?;
     let options = BootOptions {
@@ -154,6 +161,7 @@ fn boot(data: &Path, args: BootArgs) -> anyhow::Result<()> {
         accel: args.accel,
         install: args.install,
         usb: args.usb,
+        pxe_loader: args.pxe_loader,
         check: args.check,
         timeout: std::time::Duration::from_secs(args.timeout),
         memory_mib: args.memory,

@@ -21,7 +21,7 @@ use crate::exec::{CommandExt, require_tools};
 use crate::manifest::{Format, Node};
 use crate::project::Project;
 use console::{Ending, Run, Watch};
-use qemu::{Accel, Drive, Firmware, Machine};
+use qemu::{Accel, Drive, Firmware, Machine, PxeLoader};
 
 /// How long `--accel auto` waits for the kernel under KVM before it falls back to TCG.
 const KVM_STALL: Duration = Duration::from_secs(60);
@@ -50,6 +50,8 @@ pub struct BootOptions {
     pub install: bool,
     /// The ISO as a USB stick instead of a CD.
     pub usb: bool,
+    /// What a PXE boot loads first.
+    pub pxe_loader: PxeLoader,
     /// Check the boot and stop, instead of an interactive console.
     pub check: bool,
     /// The check's time limit (each of the install's two boots gets it).
@@ -119,7 +121,8 @@ pub fn boot(project: &Project, options: &BootOptions) -> anyhow::Result<Option<B
         }
         Format::Iso => machine.drives = vec![iso_drive(&artifact, options), seed],
         Format::Pxe => {
-            machine.tftp = Some((artifact.clone(), "boot.ipxe".to_string()));
+            let boot_file = options.pxe_loader.boot_file(options.firmware);
+            machine.tftp = Some((artifact.clone(), boot_file.to_string()));
             machine.network_boot = true;
             machine.drives = vec![seed];
         }

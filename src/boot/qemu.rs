@@ -34,6 +34,27 @@ pub enum Firmware {
     Bios,
 }
 
+/// What a PXE boot loads first over TFTP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum PxeLoader {
+    /// The set's iPXE script (`boot.ipxe`), run by the NIC's iPXE.
+    Ipxe,
+    /// GRUB's network boot image for the firmware, which reads the set's `grub.cfg`.
+    Grub,
+}
+
+impl PxeLoader {
+    /// The file DHCP names for `firmware`.
+    pub fn boot_file(self, firmware: Firmware) -> &'static str {
+        use crate::build::grub::{NETBOOT_BIOS, NETBOOT_EFI};
+        match (self, firmware) {
+            (PxeLoader::Ipxe, _) => "boot.ipxe",
+            (PxeLoader::Grub, Firmware::Uefi) => NETBOOT_EFI,
+            (PxeLoader::Grub, Firmware::Bios) => NETBOOT_BIOS,
+        }
+    }
+}
+
 /// How QEMU runs the guest's code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Accel {

@@ -96,6 +96,32 @@ pub fn core_images(work: &Path, esp_serial: &str) -> anyhow::Result<CoreImages> 
     })
 }
 
+/// GRUB's network boot images of the PXE set, written into `dir`: `NETBOOT_EFI` for UEFI
+/// and `NETBOOT_BIOS` (a PXE boot program) for BIOS.
+///
+/// Their prefix is empty, so GRUB takes the folder it was loaded from over TFTP as its
+/// prefix and reads `grub.cfg` beside itself: the set works from any folder of a server.
+pub fn netboot_images(dir: &Path) -> anyhow::Result<()> {
+    netboot_image("x86_64-efi", &dir.join(NETBOOT_EFI), &["efinet"])?;
+    netboot_image("i386-pc-pxe", &dir.join(NETBOOT_BIOS), &["pxe"])
+}
+
+/// The UEFI network boot image of the PXE set.
+pub const NETBOOT_EFI: &str = "grubnetx64.efi";
+/// The BIOS network boot program (`pxeboot.img` and a core image) of the PXE set.
+pub const NETBOOT_BIOS: &str = "grubnetpc.0";
+
+fn netboot_image(platform: &str, out: &Path, driver: &[&str]) -> anyhow::Result<()> {
+    Command::new("grub-mkimage")
+        .args(["--format", platform, "--prefix", "", "--output"])
+        .arg(out)
+        .args(MODULES)
+        .args(["net", "tftp"])
+        .args(driver)
+        .run()
+        .with_context(|| format!("making the GRUB {platform} network boot image"))
+}
+
 fn mkimage(platform: &str, early: &Path, out: &Path, extra: &[&str]) -> anyhow::Result<()> {
     Command::new("grub-mkimage")
         .args(["--format", platform, "--prefix", "/grub", "--config"])

@@ -109,6 +109,7 @@ impl<'t> RoleOutputs<'t> {
                     &self.title(ctx),
                     &nodes,
                     &self.dir.join("pxe"),
+                    ctx.source_date_epoch,
                 )?;
                 let mut files: Vec<Written> = pxe::FILES
                     .iter()

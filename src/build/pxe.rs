@@ -1,20 +1,34 @@
-//! The PXE set: kernel, initramfs and squashfs for HTTP or TFTP boot, an iPXE script that
-//! hands each node its own script (keyed by MAC, naming the node on the kernel command
-//! line), and a GRUB netboot menu. Paths in the scripts are relative, so the folder can
-//! be served from anywhere; the squashfs travels as an extra initramfs file.
+//! The PXE set: kernel, initramfs and the role system for HTTP or TFTP boot, an iPXE
+//! script that hands each node its own script (keyed by MAC, naming the node on the
+//! kernel command line), and GRUB's network boot images with their menu. Paths in the
+//! scripts are relative, so the folder can be served from anywhere.
+//!
+//! The squashfs travels inside an initramfs archive of its own, `rootfs.cpio`, that the
+//! kernel unpacks after the initramfs: every loader can hand the kernel a second initrd
+//! file as it is (UEFI iPXE passes only the files that `initrd=` names, as they are;
+//! BIOS iPXE and GRUB concatenate), and none needs to wrap it.
 
+use std::io::{BufWriter, Write as _};
 use std::path::Path;
 
+use anyhow::Context as _;
+
+use super::grub::{self, NETBOOT_BIOS, NETBOOT_EFI};
 use super::live::{self, INITRAMFS_SQUASHFS, KernelFiles};
 use crate::manifest::Node;
 
+/// The archive that carries the squashfs into the initramfs.
+pub const ROOTFS_CPIO: &str = "rootfs.cpio";
+
 /// The files of the set, relative to its folder, besides the per-node scripts.
-pub const FILES: [&str; 5] = [
+pub const FILES: [&str; 7] = [
     "vmlinuz",
     "initrd.img",
-    "rootfs.squashfs",
+    ROOTFS_CPIO,
     "boot.ipxe",
     "grub.cfg",
+    NETBOOT_EFI,
+    NETBOOT_BIOS,
 ];
 
 /// A MAC address as the per-node file names spell it (iPXE's `${mac:hexhyp}`).
@@ -22,36 +36,38 @@ pub fn mac_file_stem(mac: &str) -> String {
     mac.to_ascii_lowercase().replace(':', "-")
 }
 
+/// The iPXE lines that boot the role from `prefix` (`""` or `"../"`).
+fn ipxe_boot(prefix: &str, extra: &[&str]) -> String {
+    let cmdline = live::kernel_command_line(None, extra);
+    format!(
+        "kernel {prefix}vmlinuz {cmdline} initrd=initrd.img initrd={ROOTFS_CPIO}\n\
+         initrd {prefix}initrd.img\n\
+         initrd {prefix}{ROOTFS_CPIO}\n\
+         boot\n"
+    )
+}
+
 /// The iPXE script every machine loads first.
 pub fn boot_script(title: &str) -> String {
-    let cmdline = live::kernel_command_line(None, &[]);
-    let squashfs = INITRAMFS_SQUASHFS.trim_start_matches('/');
     format!(
         "#!ipxe\n\
          # r2a-appliance: {title}. A node listed with its MAC gets nodes/<mac>.ipxe, which\n\
          # names it on the kernel command line; any other machine boots the role and is\n\
-         # named by cloud-init data or its hostname.\n\
-         chain --autofree nodes/${{net0/mac:hexhyp}}.ipxe || echo r2a: no script for ${{net0/mac}}\n\
-         kernel vmlinuz {cmdline} initrd=initrd.img\n\
-         initrd initrd.img\n\
-         initrd rootfs.squashfs {squashfs}\n\
-         boot\n"
+         # named by cloud-init data or its hostname. The initrd= words are for UEFI, where\n\
+         # the kernel loads the files they name.\n\
+         chain --autofree nodes/${{net0/mac:hexhyp}}.ipxe || echo r2a: no script for ${{net0/mac}}\n{}",
+        ipxe_boot("", &[])
     )
 }
 
 /// One node's iPXE script, in `nodes/`.
 pub fn node_script(title: &str, node: &str) -> String {
     let node_arg = format!("r2a.node={node}");
-    let cmdline = live::kernel_command_line(None, &[&node_arg]);
-    let squashfs = INITRAMFS_SQUASHFS.trim_start_matches('/');
     format!(
         "#!ipxe\n\
          # r2a-appliance: {title}, node {node}.\n\
-         echo r2a: booting node {node}\n\
-         kernel ../vmlinuz {cmdline} initrd=initrd.img\n\
-         initrd ../initrd.img\n\
-         initrd ../rootfs.squashfs {squashfs}\n\
-         boot\n"
+         echo r2a: booting node {node}\n{}",
+        ipxe_boot("../", &[&node_arg])
     )
 }
 
@@ -59,12 +75,11 @@ pub fn node_script(title: &str, node: &str) -> String {
 /// names its node.
 pub fn grub_menu(title: &str, nodes: &[&Node]) -> String {
     let cmdline = live::kernel_command_line(None, &[]);
-    let squashfs = INITRAMFS_SQUASHFS.trim_start_matches('/');
     let mut text = format!(
-        "# r2a-appliance: {title}, GRUB netboot.\n{}\
+        "# r2a-appliance: {title}, GRUB netboot ({NETBOOT_EFI} for UEFI, {NETBOOT_BIOS} for BIOS).\n{}\
          set timeout=3\n\
          set r2a_node=\"\"\n",
-        super::grub::SERIAL_TERMINAL
+        grub::SERIAL_TERMINAL
     );
     for node in nodes {
         if let Some(mac) = &node.mac {
@@ -77,8 +92,9 @@ pub fn grub_menu(title: &str, nodes: &[&Node]) -> String {
     }
     text.push_str(&format!(
         "menuentry \"{title}: network boot\" {{\n\
+         \techo \"r2a: GRUB network boot $r2a_node\"\n\
          \tlinux $config_directory/vmlinuz {cmdline} $r2a_node\n\
-         \tinitrd $config_directory/initrd.img newc:{squashfs}:$config_directory/rootfs.squashfs\n\
+         \tinitrd $config_directory/initrd.img $config_directory/{ROOTFS_CPIO}\n\
          }}\n"
     ));
     text
@@ -91,12 +107,15 @@ pub fn write(
     title: &str,
     nodes: &[&Node],
     dir: &Path,
+    epoch: i64,
 ) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir.join("nodes"))?;
     kernel.place_in(dir)?;
-    live::link_or_copy(squashfs, &dir.join("rootfs.squashfs"))?;
+    pad_to_four_bytes(&dir.join("initrd.img"))?;
+    write_rootfs_cpio(squashfs, &dir.join(ROOTFS_CPIO), epoch)?;
     std::fs::write(dir.join("boot.ipxe"), boot_script(title))?;
     std::fs::write(dir.join("grub.cfg"), grub_menu(title, nodes))?;
+    grub::netboot_images(dir)?;
     for node in nodes {
         if let Some(mac) = &node.mac {
             std::fs::write(
@@ -106,6 +125,41 @@ pub fn write(
             )?;
         }
     }
+    Ok(())
+}
+
+/// The kernel finds an archive that follows the initramfs only at a 4-byte boundary, and
+/// UEFI's loader puts files end to end: zeros after the compressed initramfs are skipped.
+fn pad_to_four_bytes(path: &Path) -> anyhow::Result<()> {
+    let file = std::fs::OpenOptions::new()
+        .append(true)
+        .open(path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    let len = file.metadata()?.len();
+    file.set_len(len.next_multiple_of(4))
+        .with_context(|| format!("padding {}", path.display()))
+}
+
+/// A newc archive holding the squashfs at [`INITRAMFS_SQUASHFS`], read-only for root.
+fn write_rootfs_cpio(squashfs: &Path, out: &Path, epoch: i64) -> anyhow::Result<()> {
+    let mut source =
+        std::fs::File::open(squashfs).with_context(|| format!("opening {}", squashfs.display()))?;
+    let size = u32::try_from(source.metadata()?.len()).with_context(|| {
+        format!(
+            "the role system ({}) is over 4 GiB, more than an initramfs archive holds",
+            squashfs.display()
+        )
+    })?;
+    let file = std::fs::File::create(out).with_context(|| format!("creating {}", out.display()))?;
+    let mut writer = cpio::newc::Builder::new(INITRAMFS_SQUASHFS.trim_start_matches('/'))
+        .mode(0o100400)
+        .nlink(1)
+        .mtime(u32::try_from(epoch.max(0)).unwrap_or(u32::MAX))
+        .write(BufWriter::new(file), size);
+    std::io::copy(&mut source, &mut writer)
+        .with_context(|| format!("writing {}", out.display()))?;
+    let mut file = cpio::newc::trailer(writer.finish()?)?;
+    file.flush()?;
     Ok(())
 }
 
@@ -132,10 +186,12 @@ mod tests {
         let boot = boot_script("Ring2All db");
         assert!(boot.starts_with("#!ipxe\n"));
         assert!(boot.contains("chain --autofree nodes/${net0/mac:hexhyp}.ipxe || echo"));
-        assert!(boot.contains("initrd rootfs.squashfs r2a.squashfs\n"));
+        assert!(boot.contains(
+            " initrd=initrd.img initrd=rootfs.cpio\ninitrd initrd.img\ninitrd rootfs.cpio\nboot\n"
+        ));
         let node = node_script("Ring2All db", "db1");
         assert!(node.contains("kernel ../vmlinuz boot=r2a r2a.node=db1 "));
-        assert!(node.contains("initrd ../rootfs.squashfs r2a.squashfs\n"));
+        assert!(node.contains("initrd ../initrd.img\ninitrd ../rootfs.cpio\n"));
     }
 
     #[test]
@@ -147,7 +203,9 @@ mod tests {
             "if [ \"$net_default_mac\" = \"52:54:00:00:00:11\" ]; then set r2a_node=\"r2a.node=db1\"; fi"
         ));
         assert!(!menu.contains("db2"));
-        assert!(menu.contains("newc:r2a.squashfs:$config_directory/rootfs.squashfs"));
+        assert!(
+            menu.contains("initrd $config_directory/initrd.img $config_directory/rootfs.cpio\n")
+        );
     }
 
     #[test]
@@ -158,15 +216,29 @@ mod tests {
             initrd: tree.path().join("i"),
         };
         std::fs::write(&kernel.vmlinuz, "k").unwrap();
-        std::fs::write(&kernel.initrd, "i").unwrap();
+        std::fs::write(&kernel.initrd, "initrd").unwrap();
         let squashfs = tree.path().join("s");
-        std::fs::write(&squashfs, "s").unwrap();
+        std::fs::write(&squashfs, "squashfs").unwrap();
         let out = tree.path().join("pxe");
         let db1 = node("db1", Some("52:54:00:00:00:11"));
-        write(&kernel, &squashfs, "t", &[&db1], &out).unwrap();
+        write(&kernel, &squashfs, "t", &[&db1], &out, 1_700_000_000).unwrap();
         for file in FILES {
             assert!(out.join(file).is_file(), "{file}");
         }
         assert!(out.join("nodes/52-54-00-00-00-11.ipxe").is_file());
+        assert_eq!(
+            std::fs::read(out.join("initrd.img")).unwrap(),
+            b"initrd\0\0"
+        );
+        // The archive reads back as the squashfs at /r2a.squashfs, then the trailer.
+        let archive = std::fs::File::open(out.join(ROOTFS_CPIO)).unwrap();
+        let mut entry = cpio::newc::Reader::new(archive).unwrap();
+        assert_eq!(entry.entry().name(), "r2a.squashfs");
+        assert_eq!(entry.entry().mode(), 0o100400);
+        let mut content = Vec::new();
+        std::io::Read::read_to_end(&mut entry, &mut content).unwrap();
+        assert_eq!(content, b"squashfs");
+        let trailer = cpio::newc::Reader::new(entry.finish().unwrap()).unwrap();
+        assert!(trailer.entry().is_trailer());
     }
 }
