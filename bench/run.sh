@@ -9,6 +9,8 @@
 #              each artifact's size
 #   boot       the qcow2 booted in QEMU under TCG (`r2a-image boot --check`): seconds from
 #              the kernel's start to r2a-firstboot.service done, and the whole run
+# and the boot matrix of the reference cluster (tests/matrix.rs): each node booted under
+# TCG, seconds from the kernel's start to r2a-firstboot.service done, and the whole run.
 # Run as root from the repository root: `make bench`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -64,3 +66,28 @@ for format in raw qcow2 iso pxe; do
 done
 printf '%-34s %9.1fs  (r2a-firstboot done %.1f s after the kernel started)\n' \
   "qcow2 boot under TCG, UEFI" "$(cat "$work/boot.seconds")" "$firstboot"
+
+# The boot matrix of the reference cluster: each role in the format its node boots from.
+matrix_out="$work/matrix"
+for spec in db:qcow2 fs:raw api:iso telephony:pxe portal:pxe; do
+  "$image" --data "$work" build "$manifest" --role "${spec%%:*}" --format "${spec#*:}" \
+    --out "$matrix_out" --cache "$work/cache" >"$work/matrix-build-${spec%%:*}.log" 2>&1 \
+    || { tail -20 "$work/matrix-build-${spec%%:*}.log"; exit 1; }
+done
+echo
+printf '%-50s %14s %10s\n' "reference cluster boot matrix, TCG" "firstboot done" "whole run"
+matrix=(
+  "pg-node-02 db qcow2 UEFI|--role db --node pg-node-02 --format qcow2 --firmware uefi"
+  "fs-node-01 fs raw BIOS|--role fs --node fs-node-01 --format raw --firmware bios"
+  "api-node-01 api ISO live BIOS|--role api --node api-node-01 --format iso --firmware bios"
+  "tele-node-01 telephony PXE iPXE UEFI|--role telephony --node tele-node-01 --format pxe --firmware uefi --memory 3072"
+  "portal-node-01 portal PXE GRUB BIOS|--role portal --node portal-node-01 --format pxe --pxe-loader grub --firmware bios --memory 3072"
+)
+for entry in "${matrix[@]}"; do
+  name=${entry%%|*}
+  read -r -a args <<<"${entry#*|}"
+  key=matrix-boot-${name%% *}
+  timed "$key" "$image" --data "$work" boot "$manifest" "${args[@]}" --accel tcg --check --out "$matrix_out"
+  done_at=$(grep -o '"firstboot_done_seconds":[0-9.]*' "$work/$key.log" | cut -d: -f2)
+  printf '%-50s %13.1fs %9.1fs\n' "$name" "$done_at" "$(cat "$work/$key.seconds")"
+done

@@ -2,7 +2,8 @@
 //! with `r2a-image boot --check` (software emulation unless KVM works; user networking
 //! with restrict=on, PXE over QEMU's own TFTP): qcow2 under UEFI and BIOS, the ISO's live
 //! entry under both from a CD and from a USB stick, its install entry onto a blank disk
-//! and that disk alone, and PXE.
+//! and that disk alone, and PXE for a node whose MAC the manifest lists (iPXE under BIOS,
+//! GRUB under UEFI; `matrix.rs` boots PXE without a listed MAC the other way round).
 //! The artifacts' layout is checked with sfdisk, mtools and xorriso.
 
 mod support;
@@ -232,6 +233,33 @@ fn pxe_boots_the_node_its_mac_names() {
         "{command_line}"
     );
     assert!(!command_line.contains("r2a.medium"), "{command_line}");
+    identified_by(&output, "kernel command line");
+}
+
+#[test]
+fn grub_netboot_under_uefi_names_the_node_its_mac_lists() {
+    let fx = bootable();
+    let output = boot(
+        fx,
+        &[
+            "--format",
+            "pxe",
+            "--pxe-loader",
+            "grub",
+            "--firmware",
+            "uefi",
+            "--accel",
+            "tcg",
+            "--memory",
+            "3072",
+        ],
+    );
+    healthy_report(&output);
+    assert!(
+        output.stdout.contains("grubnetx64.efi"),
+        "iPXE did not load GRUB's network boot image"
+    );
+    // grub.cfg matched $net_default_mac and put r2a.node= on the command line.
     identified_by(&output, "kernel command line");
 }
 

@@ -4,6 +4,7 @@
 #![allow(dead_code)] // each test crate uses a part of this harness
 
 pub mod nspawn;
+pub mod reference;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
