@@ -11,7 +11,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use anyhow::{Context as _, bail};
 
 use super::config::config_error;
-use super::host::{BLKID_NOTHING_FOUND, FINDMNT_NOTHING_FOUND, Invocation};
+use super::host::{BLKID_NOTHING_FOUND, FINDMNT_NOTHING_FOUND, Invocation, LONG_COMMAND_SECONDS};
 use super::root::{read_optional, write_atomic};
 use super::steps::{Context, Outcome};
 
@@ -170,7 +170,7 @@ pub fn ensure_data_disk(context: &mut Context<'_>) -> anyhow::Result<Outcome> {
             let mkfs = format!("mkfs.{}", filesystem.name());
             context
                 .host
-                .run(&Invocation::new(&mkfs, args))
+                .run(&Invocation::new(&mkfs, args).with_timeout(LONG_COMMAND_SECONDS))
                 .with_context(|| format!("formatting data disk {device}"))?;
             let made = probe(context, &device)?.unwrap_or_default();
             let Plan::Keep { uuid } = plan(&device, Some(&made), filesystem, false)? else {

@@ -3,7 +3,7 @@
 //! the backup GPT there) and its ext4 grows online (`resize2fs`). A root that is not an
 //! ext4 partition (the live overlay, a container) has nothing to grow.
 
-use super::host::{FINDMNT_NOTHING_FOUND, Invocation};
+use super::host::{FINDMNT_NOTHING_FOUND, Invocation, LONG_COMMAND_SECONDS};
 use super::steps::{Context, Outcome};
 
 /// `growpart` exits with 1 when the partition already fills the disk.
@@ -66,7 +66,7 @@ pub fn ensure_root_grown(context: &mut Context<'_>) -> anyhow::Result<Outcome> {
     // system now; resize2fs does nothing when there is nothing to do.
     context
         .host
-        .run(&Invocation::new("resize2fs", [source.as_str()]))?;
+        .run(&Invocation::new("resize2fs", [source.as_str()]).with_timeout(LONG_COMMAND_SECONDS))?;
     Ok(match grown {
         Some(_) => Outcome::changed(format!(
             "grew {source} (partition {number} of {disk}) and its ext4 to the end of the disk"

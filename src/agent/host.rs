@@ -13,37 +13,70 @@ use std::process::{Command, Stdio};
 
 use anyhow::{Context, bail};
 
-use crate::exec::{CommandExt, describe};
+use crate::exec::describe;
 
-/// One external command: a program and its arguments.
+/// How long a command may run unless its invocation says otherwise.
+pub const DEFAULT_TIMEOUT_SECONDS: u32 = 120;
+/// The limit of commands that scale with a disk's size (mkfs, resize2fs).
+pub const LONG_COMMAND_SECONDS: u32 = 1800;
+/// `timeout` exits with this when the command ran out of time.
+const TIMED_OUT: i32 = 124;
+
+/// One external command: a program, its arguments and its time limit.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Invocation {
     /// The program, looked up on `PATH`.
     pub program: String,
     /// Its arguments.
     pub args: Vec<String>,
+    /// Seconds it may run before it is stopped (SIGTERM, then SIGKILL 5 s later).
+    pub timeout_seconds: u32,
 }
 
 impl Invocation {
-    /// `program` with `args`.
+    /// `program` with `args`, limited to [`DEFAULT_TIMEOUT_SECONDS`].
     pub fn new<S: Into<String>>(program: &str, args: impl IntoIterator<Item = S>) -> Self {
         Invocation {
             program: program.to_string(),
             args: args.into_iter().map(Into::into).collect(),
+            timeout_seconds: DEFAULT_TIMEOUT_SECONDS,
         }
     }
 
+    /// The same command with another time limit (mkfs of a large disk needs more).
+    pub fn with_timeout(mut self, seconds: u32) -> Self {
+        self.timeout_seconds = seconds;
+        self
+    }
+
+    /// The command as it runs: under coreutils' `timeout`, so that a hung tool (a mount
+    /// of an unreachable server, a stuck `systemctl`) cannot stall the agent.
     fn command(&self) -> Command {
-        let mut command = Command::new(&self.program);
-        command.args(&self.args);
+        let mut command = Command::new("timeout");
         command
+            .args(["--kill-after=5", &self.timeout_seconds.to_string()])
+            .arg(&self.program)
+            .args(&self.args);
+        command
+    }
+
+    /// The error for a run that ended with `status`, if it ran out of time.
+    fn timed_out(&self, status: std::process::ExitStatus) -> Option<anyhow::Error> {
+        (status.code() == Some(TIMED_OUT)).then(|| {
+            anyhow::anyhow!(
+                "{self} did not finish within {} s and was stopped",
+                self.timeout_seconds
+            )
+        })
     }
 }
 
 impl fmt::Display for Invocation {
-    /// The command line, quoted as a shell would need it.
+    /// The command line, quoted as a shell would need it (without the time limit).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&describe(&self.command()))
+        let mut command = Command::new(&self.program);
+        command.args(&self.args);
+        f.write_str(&describe(&command))
     }
 }
 
@@ -84,7 +117,9 @@ impl Host for LiveHost {
     }
 
     fn run(&mut self, invocation: &Invocation) -> anyhow::Result<String> {
-        invocation.command().output_text()
+        Ok(self
+            .probe(invocation, i32::MIN)?
+            .expect("no exit code is i32::MIN"))
     }
 
     fn probe(
@@ -97,6 +132,9 @@ impl Host for LiveHost {
             .stdin(Stdio::null())
             .output()
             .with_context(|| format!("starting {invocation}"))?;
+        if let Some(error) = invocation.timed_out(output.status) {
+            return Err(error);
+        }
         if output.status.code() == Some(absent_code) {
             return Ok(None);
         }
@@ -353,5 +391,17 @@ mod tests {
             error.contains("exit status: 8") && error.contains("bad"),
             "{error}"
         );
+    }
+
+    #[test]
+    fn a_command_that_hangs_is_stopped_at_its_time_limit() {
+        let started = std::time::Instant::now();
+        let hung = Invocation::new("sleep", ["30"]).with_timeout(1);
+        let error = LiveHost.run(&hung).unwrap_err().to_string();
+        assert!(
+            error.contains("sleep 30 did not finish within 1 s"),
+            "{error}"
+        );
+        assert!(started.elapsed() < std::time::Duration::from_secs(10));
     }
 }
