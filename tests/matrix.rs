@@ -10,21 +10,20 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::process::Command;
 use std::sync::OnceLock;
 
 use r2a::agent::links::{Link, MatchSection};
-use r2a::agent::report::{BootReport, ReportedMount};
+use r2a::agent::report::ReportedMount;
 use r2a::seed::seed_files;
 use support::reference::{Reference, reference};
-use support::{Output, in_image};
+use support::{Output, healthy_boot_report, in_image, unpacked};
 
 /// Boots `node` with `args`, checks everything the matrix promises of it, and returns
 /// what the boot printed.
 fn boot_and_check(node: &str, args: &[&str]) -> Output {
     let reference = reference();
     let output = reference.boot(node, args);
-    let report = healthy_report(&output, node);
+    let report = healthy_boot_report(&output, node);
     let cluster = &reference.project.cluster;
     let manifest_node = cluster.node(node).unwrap();
     let address = format!("{}/{}", manifest_node.address, cluster.network.prefix_len);
@@ -66,45 +65,13 @@ fn boot_and_check(node: &str, args: &[&str]) -> Output {
     output
 }
 
-/// The boot report the console showed; the boot must have passed its check.
-fn healthy_report(output: &Output, node: &str) -> BootReport {
-    assert!(
-        output.status.success(),
-        "the boot check of {node} failed:\n{}\n--- console ---\n{}",
-        output.stderr,
-        tail(&output.stdout)
-    );
-    let report = output
-        .stdout
-        .lines()
-        .find_map(BootReport::parse_line)
-        .expect("the console shows the boot report");
-    assert!(report.is_healthy(), "{report:?}");
-    assert_eq!(report.node.as_deref(), Some(node), "{report:?}");
-    report
-}
-
-fn tail(text: &str) -> String {
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(80)..].join("\n")
-}
-
 /// Every node's seed `network-config`, rendered for networkd by the cloud-init of the
 /// reference db image: the text of the `.network` file it makes, per node.
 fn rendered_network_files() -> &'static BTreeMap<String, String> {
     static RENDERED: OnceLock<BTreeMap<String, String>> = OnceLock::new();
     RENDERED.get_or_init(|| {
         let reference: &Reference = reference();
-        let tree = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
-        let tarball = reference.cluster_out().join("db/rootfs.tar.gz");
-        let status = Command::new("tar")
-            .arg("-xzf")
-            .arg(&tarball)
-            .args(["--numeric-owner", "-C"])
-            .arg(tree.path())
-            .status()
-            .unwrap();
-        assert!(status.success(), "unpacking {}", tarball.display());
+        let tree = unpacked(&reference.cluster_out().join("db/rootfs.tar.gz"));
         let seeds = tree.path().join("root/seeds");
         std::fs::create_dir_all(&seeds).unwrap();
         let cluster = &reference.project.cluster;

@@ -12,7 +12,7 @@ use std::process::Command;
 use std::sync::OnceLock;
 
 use r2a::agent::report::BootReport;
-use support::{Fixture, Output, fixture, run_image_tool};
+use support::{Fixture, Output, fixture, healthy_boot_report, run_image_tool};
 
 /// The node the boots are for: its seed names it and gives it this address.
 const NODE: &str = "portal1";
@@ -59,26 +59,9 @@ fn boot(fx: &Fixture, args: &[&str]) -> Output {
 
 /// The boot report the console showed; the boot must have passed its check.
 fn healthy_report(output: &Output) -> BootReport {
-    assert!(
-        output.status.success(),
-        "the boot check failed:\n{}\n--- console ---\n{}",
-        output.stderr,
-        tail(&output.stdout)
-    );
-    let report = output
-        .stdout
-        .lines()
-        .find_map(BootReport::parse_line)
-        .expect("the console shows the boot report");
-    assert!(report.is_healthy(), "{report:?}");
-    assert_eq!(report.node.as_deref(), Some(NODE), "{report:?}");
+    let report = healthy_boot_report(output, NODE);
     assert_eq!(report.addresses, [ADDRESS], "{report:?}");
     report
-}
-
-fn tail(text: &str) -> String {
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(60)..].join("\n")
 }
 
 /// The console line in which the agent says who the node is and how it knows.

@@ -186,18 +186,47 @@ impl Fixture {
 
     /// A role's rootfs.tar.gz unpacked into a temporary folder (owners kept).
     pub fn extracted(&self, role: &str) -> tempfile::TempDir {
-        let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
-        let artifact = self.cluster_out().join(role).join("rootfs.tar.gz");
-        let status = Command::new("tar")
-            .args(["-xzf"])
-            .arg(&artifact)
-            .args(["--numeric-owner", "-C"])
-            .arg(dir.path())
-            .status()
-            .unwrap();
-        assert!(status.success(), "unpacking {}", artifact.display());
-        dir
+        unpacked(&self.cluster_out().join(role).join("rootfs.tar.gz"))
     }
+}
+
+/// A rootfs.tar.gz unpacked into a temporary folder (owners kept).
+pub fn unpacked(tarball: &Path) -> tempfile::TempDir {
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let status = Command::new("tar")
+        .args(["-xzf"])
+        .arg(tarball)
+        .args(["--numeric-owner", "-C"])
+        .arg(dir.path())
+        .status()
+        .unwrap();
+    assert!(status.success(), "unpacking {}", tarball.display());
+    dir
+}
+
+/// The boot report of an `r2a-image boot --check` run, which must have passed its check
+/// for `node`; on failure, the console's tail.
+pub fn healthy_boot_report(output: &Output, node: &str) -> r2a::agent::report::BootReport {
+    assert!(
+        output.status.success(),
+        "the boot check of {node} failed:\n{}\n--- console ---\n{}",
+        output.stderr,
+        console_tail(&output.stdout)
+    );
+    let report = output
+        .stdout
+        .lines()
+        .find_map(r2a::agent::report::BootReport::parse_line)
+        .expect("the console shows the boot report");
+    assert!(report.is_healthy(), "{report:?}");
+    assert_eq!(report.node.as_deref(), Some(node), "{report:?}");
+    report
+}
+
+/// The last lines of a console.
+pub fn console_tail(text: &str) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(80)..].join("\n")
 }
 
 /// The source checkout.
