@@ -188,6 +188,15 @@ pub enum OwnMatch {
     Patterns,
 }
 
+impl std::fmt::Display for OwnMatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            OwnMatch::Mac(mac) => write!(f, "the link with MAC {mac}"),
+            OwnMatch::Patterns => write!(f, "links named {}", WIRED_PATTERNS.join(" ")),
+        }
+    }
+}
+
 /// Decides from the machine's links and cloud-init's files. A cloud-init file that puts
 /// the address on exactly one link is kept, even on another link than the agent would
 /// pick, unless the manifest's MAC pins the link: the seed may know the hardware better.

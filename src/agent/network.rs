@@ -57,19 +57,13 @@ pub fn ensure_network(context: &mut Context<'_>) -> anyhow::Result<Outcome> {
             ),
         ),
         Plan::Own(own) => {
-            let interface = match own {
-                OwnMatch::Mac(mac) => InterfaceMatch::Mac(mac),
-                OwnMatch::Patterns => {
-                    InterfaceMatch::Names(WIRED_PATTERNS.map(str::to_string).to_vec())
-                }
-            };
             let on = match &choice.link {
                 Some(link) => link.name.clone(),
-                None => interface.to_string(),
+                None => own.to_string(),
             };
             (
                 NETWORK_FILE.into(),
-                render_network_file(context.node, context.cluster, &interface),
+                render_network_file(context.node, context.cluster, &own),
                 format!("{address} on {on} by {NETWORK_FILE} ({})", choice.why),
             )
         }
@@ -111,34 +105,12 @@ fn narrowing_drop_in(file: &str, link: &Link) -> String {
     )
 }
 
-/// How the `[Match]` section finds the node's interface.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum InterfaceMatch {
-    /// By the MAC address the manifest lists.
-    Mac(String),
-    /// By interface name (a name, or patterns).
-    Names(Vec<String>),
-}
-
-impl std::fmt::Display for InterfaceMatch {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            InterfaceMatch::Mac(mac) => write!(f, "the interface with MAC {mac}"),
-            InterfaceMatch::Names(names) => write!(f, "interface {}", names.join(" ")),
-        }
-    }
-}
-
 /// The node's `.network` file.
-pub fn render_network_file(
-    node: &NodeView,
-    cluster: &ClusterView,
-    interface: &InterfaceMatch,
-) -> String {
+pub fn render_network_file(node: &NodeView, cluster: &ClusterView, interface: &OwnMatch) -> String {
     let network = &cluster.network;
     let match_line = match interface {
-        InterfaceMatch::Mac(mac) => format!("MACAddress={mac}"),
-        InterfaceMatch::Names(names) => format!("Name={}", names.join(" ")),
+        OwnMatch::Mac(mac) => format!("MACAddress={mac}"),
+        OwnMatch::Patterns => format!("Name={}", WIRED_PATTERNS.join(" ")),
     };
     let mut lines = vec![
         "# Written by r2a-node at first boot: cloud-init gave no configuration for this"
