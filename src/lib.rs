@@ -13,6 +13,7 @@ pub mod hash;
 pub mod interrupt;
 pub mod manifest;
 pub mod overlay;
+pub mod pki;
 pub mod plan;
 pub mod progress;
 pub mod project;

@@ -229,6 +229,10 @@ fn context_for(inputs: &Inputs<'_>, role: &Role, node: &Node) -> anyhow::Result<
         .for_role(&role.secrets)
         .map(|(name, value)| (name, value.expose()))
         .collect();
+    let tls = inputs
+        .secrets
+        .pki()
+        .template_context(&node.name, role.tls)?;
     let mut context = Context::new();
     context.insert("cluster", &ClusterFile::from(cluster));
     context.insert("nodes", &cluster.nodes);
@@ -238,6 +242,7 @@ fn context_for(inputs: &Inputs<'_>, role: &Role, node: &Node) -> anyhow::Result<
     context.insert("roles", &inputs.roles.roles);
     context.insert("firewall", &firewall);
     context.insert("secrets", &secrets);
+    context.insert("tls", &tls);
     Ok(context)
 }
 
@@ -294,6 +299,7 @@ struct ClusterFile<'a> {
     network: &'a crate::manifest::Network,
     nodes: &'a [Node],
     ssh_authorized_keys: &'a [String],
+    database: &'a crate::manifest::DatabaseSettings,
     manifest_sha256: &'a str,
 }
 
@@ -306,6 +312,7 @@ impl<'a> From<&'a Cluster> for ClusterFile<'a> {
             network: &cluster.network,
             nodes: &cluster.nodes,
             ssh_authorized_keys: &cluster.ssh_authorized_keys,
+            database: &cluster.database,
             manifest_sha256: &cluster.manifest.sha256,
         }
     }
@@ -341,7 +348,7 @@ fn push_render_problem(diagnostics: &mut Diagnostics, file: &SourceFile, error: 
                 &source,
                 span,
                 format!("template {} uses the undefined variable `{variable}`", file.source.display()),
-                Some("templates see cluster, nodes, nodes_by_role, node, role, roles, firewall and secrets (only those the role lists); see README.md".to_string()),
+                Some("templates see cluster, nodes, nodes_by_role, node, role, roles, firewall, secrets (only those the role lists) and tls (tls.ca_cert; tls.node_cert and tls.node_key only in roles with `tls = true`); see README.md".to_string()),
             );
         }
         None => diagnostics.in_file(&file.source, format!("rendering failed: {chain}"), None),

@@ -29,9 +29,11 @@ pub struct Project {
 /// Whether loading may create the secrets file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SecretsMode {
-    /// Generate missing secrets and save them (build, render).
+    /// Generate missing secrets, the cluster CA and node certificates and save them
+    /// (build, render).
     Create,
-    /// Read what exists; missing secrets render as empty placeholders (plan, check).
+    /// Read what exists; missing secrets and certificates render as placeholders (plan,
+    /// check).
     ReadOnly,
 }
 
@@ -42,8 +44,10 @@ impl Project {
         let roles = RoleSet::load(&data_dir.join("roles"))?;
         let cluster = Cluster::load(manifest, &roles)?;
         let secrets = match secrets {
-            SecretsMode::Create => Secrets::load_or_create(manifest, &roles)?,
-            SecretsMode::ReadOnly => Secrets::load_existing(manifest)?.with_placeholders(&roles),
+            SecretsMode::Create => Secrets::load_or_create(&cluster, &roles)?,
+            SecretsMode::ReadOnly => {
+                Secrets::load_existing(manifest)?.with_placeholders(&roles, &cluster)
+            }
         };
         let project = Project {
             data_dir: data_dir.to_path_buf(),

@@ -91,6 +91,10 @@ pub struct Role {
     /// Names of the cluster secrets this role's files may use.
     #[serde(default)]
     pub secrets: Vec<String>,
+    /// Whether templates see the node's own TLS certificate and private key
+    /// (`tls.node_cert`, `tls.node_key`); every role sees the CA's (`tls.ca_cert`).
+    #[serde(default)]
+    pub tls: bool,
     /// Shared overlay trees (`overlays/<name>/`) applied after `common` and before the
     /// role's own, for configuration several roles share (e.g. `db-client`).
     #[serde(default)]
@@ -109,6 +113,10 @@ pub struct Role {
     pub nodes: NodeRules,
     /// Where a node's data disk is mounted.
     pub data_disk: Option<DataDiskRule>,
+    /// The join steps `r2a-node join` runs on nodes of this role, in order (names the
+    /// agent knows: `r2a::agent::join::known_step_names`).
+    #[serde(default)]
+    pub join: Vec<String>,
     /// Ports this role serves, opened in its nftables rules.
     #[serde(default)]
     pub firewall: Vec<FirewallRule>,
@@ -312,6 +320,17 @@ impl Role {
 
     fn check(&self, document: &Document<'_>, diagnostics: &mut Diagnostics) {
         let source = document.source;
+        if self.name == BASE && self.tls {
+            diagnostics.at(
+                source,
+                document.key_span("tls"),
+                "`tls` hands node keys to the roles that need them; the base cannot set it",
+                Some(
+                    "set `tls = true` in the roles whose templates use tls.node_cert or tls.node_key"
+                        .to_string(),
+                ),
+            );
+        }
         for rule in &self.firewall {
             if parse_port_range(&rule.ports).is_none() {
                 diagnostics.at(
@@ -334,6 +353,19 @@ impl Role {
                     Some("write an octal mode such as \"0600\"".to_string()),
                 );
             }
+        }
+        let known = crate::agent::join::known_step_names();
+        for step in self
+            .join
+            .iter()
+            .filter(|step| !known.contains(&step.as_str()))
+        {
+            diagnostics.at(
+                source,
+                source.find(&format!("\"{step}\"")),
+                format!("unknown join step `{step}`"),
+                Some(format!("join steps the agent knows: {}", known.join(", "))),
+            );
         }
         let paths = self.files.iter().map(|f| &f.path);
         let paths = paths.chain(self.prepare.iter().map(|p| &p.path));
@@ -397,5 +429,31 @@ mod tests {
             assert!(roles.get(name).is_some(), "missing role {name}");
         }
         assert!(roles.get("db").unwrap().nodes.odd);
+        assert!(
+            roles.get("db").unwrap().tls,
+            "the db role uses its node's key"
+        );
+        assert!(
+            !roles.get("fs").unwrap().tls,
+            "only roles that use it get a node key"
+        );
+    }
+
+    #[test]
+    fn the_base_cannot_hand_out_node_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("base.toml"), "tls = true\n").unwrap();
+        let error = RoleSet::load(dir.path()).unwrap_err().to_string();
+        assert!(error.contains("base.toml:1:1"), "{error}");
+        assert!(error.contains("the base cannot set it"), "{error}");
+    }
+
+    #[test]
+    fn a_tls_flag_that_is_not_a_boolean_is_refused_with_its_place() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("base.toml"), "").unwrap();
+        std::fs::write(dir.path().join("db.toml"), "secrets = []\ntls = \"yes\"\n").unwrap();
+        let error = RoleSet::load(dir.path()).unwrap_err().to_string();
+        assert!(error.contains("db.toml:2:"), "{error}");
     }
 }

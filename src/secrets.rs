@@ -1,5 +1,6 @@
 //! Cluster secrets: generated once per cluster beside the manifest (mode 0600), never
-//! printed, and handed only to the roles that list them.
+//! printed, and handed only to the roles that list them. The same file keeps the cluster
+//! CA and the node certificates and keys (see [`crate::pki`]).
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -9,6 +10,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 
+use crate::manifest::Cluster;
+use crate::pki::Pki;
 use crate::role::RoleSet;
 
 /// Characters of generated passwords: safe unquoted in YAML, HAProxy, libpq and shell.
@@ -21,9 +24,30 @@ const LENGTH: usize = 32;
 pub struct Secret(String);
 
 impl Secret {
+    pub(crate) fn new(value: String) -> Secret {
+        Secret(value)
+    }
+
     /// The value, for rendering into a file that is then installed 0600.
     pub fn expose(&self) -> &str {
         &self.0
+    }
+
+    /// What betrays the secret in a file: the whole value, or for a PEM key each line of
+    /// its base64 body, so a key is found however a template indents or wraps it.
+    fn fingerprints(&self) -> Vec<&[u8]> {
+        if self.0.starts_with("-----BEGIN ") {
+            self.0
+                .lines()
+                .map(str::trim)
+                .filter(|line| !line.starts_with("-----") && line.len() >= 16)
+                .map(str::as_bytes)
+                .collect()
+        } else if self.0.is_empty() {
+            Vec::new()
+        } else {
+            vec![self.0.as_bytes()]
+        }
     }
 }
 
@@ -33,10 +57,11 @@ impl fmt::Debug for Secret {
     }
 }
 
-/// Every secret of one cluster, by name.
+/// Every secret of one cluster, by name, and the cluster's TLS material.
 #[derive(Debug, Clone, Default)]
 pub struct Secrets {
     values: BTreeMap<String, Secret>,
+    pki: Pki,
     /// Where they are kept.
     pub path: PathBuf,
 }
@@ -49,10 +74,11 @@ impl Secrets {
     }
 
     /// Loads the cluster's secrets, generating (and saving, 0600) any that a role needs
-    /// and the file lacks. Existing values are never changed.
-    pub fn load_or_create(manifest: &Path, roles: &RoleSet) -> anyhow::Result<Secrets> {
-        let path = Self::path_for(manifest);
-        let mut values = Self::read(&path)?;
+    /// and the file lacks, the cluster CA if there is none, and each node's certificate
+    /// where it is missing or no longer matches the node. Existing values are never changed.
+    pub fn load_or_create(cluster: &Cluster, roles: &RoleSet) -> anyhow::Result<Secrets> {
+        let path = Self::path_for(&cluster.manifest.path);
+        let (mut values, mut pki) = Self::read(&path)?;
         let needed = roles
             .roles
             .values()
@@ -65,8 +91,11 @@ impl Secrets {
                 added = true;
             }
         }
-        let secrets = Secrets { values, path };
-        if added {
+        let issued = pki
+            .ensure(cluster)
+            .with_context(|| format!("keeping the cluster CA in {}", path.display()))?;
+        let secrets = Secrets { values, pki, path };
+        if added || issued {
             secrets.save()?;
         }
         Ok(secrets)
@@ -75,15 +104,14 @@ impl Secrets {
     /// Loads the secrets without creating any (for commands that must not write).
     pub fn load_existing(manifest: &Path) -> anyhow::Result<Secrets> {
         let path = Self::path_for(manifest);
-        Ok(Secrets {
-            values: Self::read(&path)?,
-            path,
-        })
+        let (values, pki) = Self::read(&path)?;
+        Ok(Secrets { values, pki, path })
     }
 
-    /// Fills secrets that do not exist yet with visible placeholders, for read-only
-    /// commands that render templates without creating the secrets file.
-    pub fn with_placeholders(mut self, roles: &RoleSet) -> Secrets {
+    /// Fills secrets and TLS material that do not exist yet with visible placeholders, for
+    /// read-only commands that render templates without creating the secrets file.
+    pub fn with_placeholders(mut self, roles: &RoleSet, cluster: &Cluster) -> Secrets {
+        self.pki = self.pki.with_placeholders(cluster);
         for name in roles
             .roles
             .values()
@@ -97,11 +125,11 @@ impl Secrets {
         self
     }
 
-    fn read(path: &Path) -> anyhow::Result<BTreeMap<String, Secret>> {
+    fn read(path: &Path) -> anyhow::Result<(BTreeMap<String, Secret>, Pki)> {
         let text = match std::fs::read_to_string(path) {
             Ok(text) => text,
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
-                return Ok(BTreeMap::new());
+                return Ok((BTreeMap::new(), Pki::default()));
             }
             Err(error) => return Err(error).with_context(|| format!("reading {}", path.display())),
         };
@@ -117,6 +145,8 @@ impl Secrets {
         #[derive(serde::Deserialize)]
         struct File {
             secrets: BTreeMap<String, String>,
+            #[serde(default)]
+            pki: Pki,
         }
         // The parse error could quote a value: report only where it is.
         let file: File = toml::from_str(&text).map_err(|error| {
@@ -124,25 +154,27 @@ impl Secrets {
                 .span()
                 .map_or(0, |span| text[..span.start].matches('\n').count() + 1);
             anyhow::anyhow!(
-                "{}:{line}: not a valid secrets file (expected a [secrets] table of strings)",
+                "{}:{line}: not a valid secrets file (expected a [secrets] table of strings and the [pki] tables r2a-image writes)",
                 path.display()
             )
         })?;
-        Ok(file
+        let values = file
             .secrets
             .into_iter()
             .map(|(name, value)| (name, Secret(value)))
-            .collect())
+            .collect();
+        Ok((values, file.pki))
     }
 
     fn save(&self) -> anyhow::Result<()> {
         let dir = self.path.parent().unwrap_or(Path::new("."));
         let mut text = String::from(
-            "# Cluster secrets, generated by r2a-image. Keep this file private (mode 0600) and out of\n# version control; images built from the manifest beside it embed these values.\n[secrets]\n",
+            "# Cluster secrets, generated by r2a-image. Keep this file private (mode 0600) and out of\n# version control; images built from the manifest beside it embed these values (the\n# passwords and node keys, never the CA key).\n[secrets]\n",
         );
         for (name, value) in &self.values {
             text.push_str(&format!("{name} = \"{}\"\n", value.0));
         }
+        text.push_str(&self.pki.to_toml()?);
         let mut file = tempfile::Builder::new()
             .prefix(".secrets")
             .permissions(std::fs::Permissions::from_mode(0o600))
@@ -165,21 +197,29 @@ impl Secrets {
             .filter_map(|name| self.values.get(name).map(|value| (name.as_str(), value)))
     }
 
-    /// The names of the secrets whose values appear in `content`.
+    /// The names of the secrets (passwords, the CA key, node keys) that appear in `content`.
     pub fn found_in<'a>(&'a self, content: &'a [u8]) -> impl Iterator<Item = &'a str> + 'a {
-        self.values.iter().filter_map(move |(name, value)| {
-            let secret = value.expose().as_bytes();
-            let found =
-                !secret.is_empty() && content.windows(secret.len()).any(|window| window == secret);
-            found.then_some(name.as_str())
+        self.values().filter_map(move |(name, value)| {
+            let found = value
+                .fingerprints()
+                .into_iter()
+                .any(|secret| content.windows(secret.len()).any(|window| window == secret));
+            found.then_some(name)
         })
     }
 
-    /// Every value, for checks that no secret leaks into a public file or a log.
+    /// Every value, the CA key and node keys included, for checks that no secret leaks
+    /// into a public file or a log.
     pub fn values(&self) -> impl Iterator<Item = (&str, &Secret)> {
         self.values
             .iter()
             .map(|(name, value)| (name.as_str(), value))
+            .chain(self.pki.private_keys())
+    }
+
+    /// The cluster CA and the node certificates and keys.
+    pub fn pki(&self) -> &Pki {
+        &self.pki
     }
 }
 
@@ -207,17 +247,25 @@ mod tests {
         RoleSet::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("roles")).unwrap()
     }
 
+    /// The reference cluster, its manifest copied to `c.toml` in `dir`.
+    fn cluster_in(dir: &Path) -> Cluster {
+        let manifest = dir.join("c.toml");
+        let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/reference-cluster.toml");
+        std::fs::copy(example, &manifest).unwrap();
+        Cluster::load(&manifest, &roles()).unwrap()
+    }
+
     #[test]
     fn generated_once_private_and_stable() {
         let dir = tempfile::tempdir().unwrap();
-        let manifest = dir.path().join("c.toml");
-        let first = Secrets::load_or_create(&manifest, &roles()).unwrap();
+        let cluster = cluster_in(dir.path());
+        let first = Secrets::load_or_create(&cluster, &roles()).unwrap();
         let path = dir.path().join("c.secrets.toml");
         assert_eq!(
             std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
             0o600
         );
-        let second = Secrets::load_or_create(&manifest, &roles()).unwrap();
+        let second = Secrets::load_or_create(&cluster, &roles()).unwrap();
         let value = |s: &Secrets| s.values.get("app_database").unwrap().expose().to_string();
         assert_eq!(value(&first), value(&second));
         assert_eq!(value(&first).len(), LENGTH);
@@ -227,11 +275,28 @@ mod tests {
     #[test]
     fn a_world_readable_file_is_refused() {
         let dir = tempfile::tempdir().unwrap();
-        let manifest = dir.path().join("c.toml");
-        Secrets::load_or_create(&manifest, &roles()).unwrap();
+        let cluster = cluster_in(dir.path());
+        Secrets::load_or_create(&cluster, &roles()).unwrap();
         let path = dir.path().join("c.secrets.toml");
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
-        let error = Secrets::load_existing(&manifest).unwrap_err().to_string();
+        let error = Secrets::load_existing(&cluster.manifest.path)
+            .unwrap_err()
+            .to_string();
         assert!(error.contains("chmod 600"), "{error}");
+    }
+
+    #[test]
+    fn a_pem_key_is_found_line_by_line() {
+        let key = Secret::new(
+            "-----BEGIN PRIVATE KEY-----\nMIGHAgEAMBMGByqGSM49AgEGCCqGSM49\nAwEHBG0wawIBAQQg\n-----END PRIVATE KEY-----\n"
+                .to_string(),
+        );
+        let secrets = Secrets {
+            values: [("k".to_string(), key)].into(),
+            ..Secrets::default()
+        };
+        let indented = b"key: |\n  MIGHAgEAMBMGByqGSM49AgEGCCqGSM49\n";
+        assert_eq!(secrets.found_in(indented).collect::<Vec<_>>(), ["k"]);
+        assert_eq!(secrets.found_in(b"-----BEGIN PRIVATE KEY-----").count(), 0);
     }
 }

@@ -343,3 +343,32 @@ fn seed_writes_a_cidata_image_per_node_and_records_it() {
     let neither = run_image_tool(&["seed", &manifest], None);
     assert_eq!(neither.status.code(), Some(2), "{}", neither.stderr);
 }
+
+#[test]
+fn check_refuses_a_join_step_the_agent_does_not_know_with_file_and_line() {
+    let (_dir, manifest) = reference_copy();
+    let data = support::data_copy();
+    let role = data.path().join("roles/db.toml");
+    let text = std::fs::read_to_string(&role).unwrap();
+    let text = text.replacen("\"patroni\",", "\"patorni\",", 1);
+    assert!(
+        text.contains("\"patorni\""),
+        "roles/db.toml lists its join steps"
+    );
+    std::fs::write(&role, &text).unwrap();
+    let line = text
+        .lines()
+        .position(|line| line.contains("\"patorni\""))
+        .unwrap()
+        + 1;
+    let output = run_image_tool(&["check", &manifest], Some(data.path()));
+    assert_eq!(output.status.code(), Some(2), "{}", output.stderr);
+    let expected = format!("{}:{line}:", role.display());
+    assert!(output.stderr.contains(&expected), "{}", output.stderr);
+    assert!(
+        output.stderr.contains("unknown join step `patorni`")
+            && output.stderr.contains("etcd, patroni, schema"),
+        "{}",
+        output.stderr
+    );
+}

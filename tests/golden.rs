@@ -1,6 +1,8 @@
 //! The rendered overlay of one node of each role of the reference cluster, compared file
 //! by file (content, mode, owner) with `tests/golden/<node>/`. After an intended change,
 //! regenerate with `UPDATE_GOLDEN=1 cargo test --test golden` and review the diff.
+//! Passwords are fixed; the cluster CA and node certificates are not made (read-only
+//! load), so they render as stable placeholders.
 
 use std::collections::BTreeSet;
 use std::os::unix::fs::PermissionsExt;
@@ -124,6 +126,41 @@ fn node_files_differ_only_where_nodes_differ() {
         image.contains(&"/usr/lib/r2a/nodes/pg-node-03/etc/patroni/config.yml".to_string()),
         "{image:?}"
     );
+    // Each node's TLS key, private to the user that reads it; the CA certificate is shared.
+    for (path, owner) in [
+        ("/etc/r2a/tls/node.key", "root"),
+        ("/etc/r2a/tls/etcd.key", "etcd"),
+        ("/etc/r2a/tls/postgres.key", "postgres"),
+    ] {
+        let key = db.per_node["pg-node-02"]
+            .iter()
+            .find(|f| f.path == path)
+            .unwrap_or_else(|| panic!("{path} is per node"));
+        assert_eq!((key.mode, key.owner.as_str()), (0o600, owner), "{path}");
+        assert_eq!(key.content, b"r2a-not-generated-tls-key-pg-node-02\n");
+    }
+    assert!(db.shared.iter().any(|f| f.path == "/etc/r2a/tls/ca.crt"));
+}
+
+#[test]
+fn node_keys_reach_only_roles_with_tls_in_private_files() {
+    let (_dir, manifest) = reference_with_fixed_secrets();
+    let project = Project::load(&repo(), &manifest, SecretsMode::ReadOnly).unwrap();
+    for role in project.cluster.roles_in_use() {
+        let with_tls = project.roles.get(&role).unwrap().tls;
+        for file in project.render(&role).unwrap().image_files() {
+            let text = String::from_utf8_lossy(&file.content);
+            if text.contains("r2a-not-generated-tls-key-") {
+                assert!(with_tls, "{role}: {} holds a node key", file.path);
+                assert_eq!(
+                    file.mode & 0o077,
+                    0,
+                    "{role}: {} holds a node key",
+                    file.path
+                );
+            }
+        }
+    }
 }
 
 #[test]

@@ -88,6 +88,9 @@ pub struct RoleView {
     /// Where and how a node's data disk is used, if the role uses one.
     #[serde(default)]
     pub data_disk: Option<DataDiskView>,
+    /// The role's join steps, in order (`r2a-node join`).
+    #[serde(default)]
+    pub join: Vec<String>,
 }
 
 /// The part of `r2a::role::DataDiskRule` the agent reads.
@@ -125,6 +128,13 @@ impl Config {
             )));
         }
         Ok(Config { cluster, role })
+    }
+}
+
+impl RoleView {
+    /// Reads `/etc/r2a/role.json` alone.
+    pub fn load(root: &Root) -> anyhow::Result<RoleView> {
+        read_json(root, ROLE_FILE)
     }
 }
 

@@ -4,7 +4,9 @@
 //!
 //! - `r2a-node firstboot` (what `r2a-firstboot.service` runs): identify, record the
 //!   identity, run [`steps::COMMON_STEPS`], write `/run/r2a/status.json`.
-//! - `r2a-node status [--json]`: every step, done, pending or failed.
+//! - `r2a-node join [--once]` (what `r2a-join.service` runs, after the network is
+//!   online): the role's join steps ([`join`]), retried until each one is done.
+//! - `r2a-node status [--json]`: every step, done, pending, waiting or failed.
 //! - `r2a-node identify`: which node this is and how that was found.
 //! - `r2a-node report`: the end-of-boot line `r2a-image boot --check` reads.
 //! - `r2a-node install`: the ISO installer.
@@ -21,6 +23,7 @@ pub mod grow;
 pub mod host;
 pub mod identity;
 pub mod install;
+pub mod join;
 pub mod links;
 pub mod markers;
 pub mod names;
@@ -72,7 +75,14 @@ pub enum Command {
         #[arg(long, value_name = "STEP", value_parser = clap::builder::PossibleValuesParser::new(steps::step_names()))]
         until: Option<String>,
     },
-    /// Print every step: done, pending or failed, when, and what it did.
+    /// Run the role's join steps (etcd, Patroni, ...) until each is done (run by
+    /// r2a-join.service once the network is online).
+    Join {
+        /// Try each step once and exit: 0 when all are done, 1 when one still waits.
+        #[arg(long)]
+        once: bool,
+    },
+    /// Print every step: done, pending, waiting or failed, when, and what it did.
     Status {
         /// Print JSON instead of a table.
         #[arg(long)]
@@ -106,6 +116,7 @@ pub fn run(cli: &Cli) -> ExitCode {
         Command::Firstboot { until } => {
             firstboot_until(&root, host.as_mut(), until.as_deref()).map(drop)
         }
+        Command::Join { once } => run_joins(&root, host.as_mut(), *once),
         Command::Status { json } => print_status(&root, *json),
         Command::Identify => print_identity(&root, host.as_mut()),
         Command::Report => report::print(&root, host.as_mut()),
@@ -196,6 +207,18 @@ fn apply_steps(
     }
     *failed_step = None;
     Ok(())
+}
+
+fn run_joins(root: &Root, host: &mut dyn Host, once: bool) -> anyhow::Result<()> {
+    let options = join::RunOptions {
+        once,
+        ..join::RunOptions::default()
+    };
+    let status = join::run(root, host, options)?;
+    match status.first_unfinished() {
+        None => Ok(()),
+        Some(step) => anyhow::bail!("join step {} is not done: {}", step.step, step.detail),
+    }
 }
 
 fn print_status(root: &Root, json: bool) -> anyhow::Result<()> {

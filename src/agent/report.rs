@@ -12,9 +12,12 @@ use super::config::Config;
 use super::host::{FINDMNT_NOTHING_FOUND, Host, Invocation};
 use super::identity::read_recorded;
 use super::root::Root;
+use super::status::{Report as StatusReport, State, StepStatus};
 
 /// What starts the report line; the JSON follows on the same line.
 pub const PREFIX: &str = "r2a-report: ";
+/// How long the report waits for the first join step's first attempt.
+const JOIN_SETTLE_LIMIT: Duration = Duration::from_secs(90);
 /// How long the report waits for the boot's other jobs to finish.
 const SETTLE_LIMIT: Duration = Duration::from_secs(120);
 
@@ -45,6 +48,9 @@ pub struct BootReport {
     pub failed_units: Vec<String>,
     /// Size of the root file system in bytes (it grows to the disk on first boot).
     pub root_bytes: Option<u64>,
+    /// The role's join steps (done, waiting, ...), as `r2a-node status` shows them.
+    #[serde(default)]
+    pub join: Vec<StepStatus>,
 }
 
 /// A network link of the booted node.
@@ -132,6 +138,7 @@ impl BootReport {
             Some((config, identity)) => reported_data_disk(&config, &identity.node, host)?,
             None => None,
         };
+        let join = settled_join_steps(root)?;
         let root_bytes = host
             .run(&Invocation::new(
                 "findmnt",
@@ -161,7 +168,24 @@ impl BootReport {
                 .map(str::to_string)
                 .collect(),
             root_bytes,
+            join,
         })
+    }
+}
+
+/// The join steps once `r2a-node join` has tried the first one (it starts beside the
+/// report, after the network is online), waiting up to [`JOIN_SETTLE_LIMIT`].
+fn settled_join_steps(root: &Root) -> anyhow::Result<Vec<StepStatus>> {
+    let started = Instant::now();
+    loop {
+        let steps = StatusReport::current(root)?.join;
+        let first_tried = steps
+            .first()
+            .is_none_or(|step| step.state != State::Pending);
+        if first_tried || started.elapsed() > JOIN_SETTLE_LIMIT {
+            return Ok(steps);
+        }
+        std::thread::sleep(Duration::from_secs(1));
     }
 }
 

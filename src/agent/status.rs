@@ -1,14 +1,18 @@
-//! What `r2a-node status` reports: who the node is and, for every step, whether it is
-//! done, pending or failed, when, and what it found or did.
+//! What `r2a-node status` reports: who the node is and, for every step (the common
+//! steps, then the role's join steps), whether it is done, pending, waiting or failed,
+//! when, and what it found or did.
 //!
 //! Done comes from the markers under `/var/lib/r2a/done/`, which survive reboots; a
 //! failure comes from `/run/r2a/status.json`, which the last run wrote and a reboot
-//! clears (the next run tries again).
+//! clears (the next run tries again). Join steps that wait or failed in this boot come
+//! from `/run/r2a/join.json` ([`crate::agent::join::JOIN_STATUS_FILE`]).
 
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
+use super::config::RoleView;
 use super::identity::{Identity, read_recorded};
+use super::join::{JoinState, JoinStatus};
 use super::markers::read_marker;
 use super::root::{Root, read_optional, write_atomic};
 use super::steps::step_names;
@@ -24,6 +28,8 @@ pub enum State {
     Done,
     /// Not reached yet.
     Pending,
+    /// A join step waiting for its peers or a service.
+    Waiting,
     /// The last run stopped in it.
     Failed,
 }
@@ -60,8 +66,11 @@ pub struct Failure {
 pub struct Report {
     /// Who the node is, once recorded.
     pub identity: Option<Identity>,
-    /// Every step, in order.
+    /// Every common step, in order.
     pub steps: Vec<StepStatus>,
+    /// The role's join steps, in order.
+    #[serde(default)]
+    pub join: Vec<StepStatus>,
     /// What stopped the last run, if it stopped.
     pub failure: Option<Failure>,
 }
@@ -100,6 +109,7 @@ impl Report {
         Ok(Report {
             identity,
             steps,
+            join: join_steps(root)?,
             failure,
         })
     }
@@ -151,10 +161,12 @@ impl Report {
         let rows: Vec<[&str; 4]> = self
             .steps
             .iter()
+            .chain(&self.join)
             .map(|step| {
                 let state = match step.state {
                     State::Done => "done",
                     State::Pending => "pending",
+                    State::Waiting => "waiting",
                     State::Failed => "failed",
                 };
                 // Only the first line of a multi-line error fits a table row.
@@ -198,6 +210,49 @@ impl Report {
         }
         text
     }
+}
+
+/// The join steps of the image's role: this boot's [`JoinStatus`] where it has one,
+/// else done by marker, else pending. An image whose role file cannot be read has none.
+fn join_steps(root: &Root) -> anyhow::Result<Vec<StepStatus>> {
+    let Ok(role) = RoleView::load(root) else {
+        return Ok(Vec::new());
+    };
+    let this_boot = JoinStatus::load(root)?.unwrap_or_default();
+    let mut lines = Vec::new();
+    for name in &role.join {
+        let current = this_boot
+            .steps
+            .iter()
+            .find(|line| &line.step == name && line.state != JoinState::Pending);
+        let line = match (current, read_marker(root, name)?) {
+            (Some(current), _) => StepStatus {
+                step: name.clone(),
+                state: match current.state {
+                    JoinState::Pending => State::Pending,
+                    JoinState::Waiting => State::Waiting,
+                    JoinState::Done => State::Done,
+                    JoinState::Failed => State::Failed,
+                },
+                when: current.since.clone(),
+                detail: current.detail.clone(),
+            },
+            (None, Some(marker)) => StepStatus {
+                step: name.clone(),
+                state: State::Done,
+                when: Some(marker.done_at),
+                detail: marker.detail,
+            },
+            (None, None) => StepStatus {
+                step: name.clone(),
+                state: State::Pending,
+                when: None,
+                detail: String::new(),
+            },
+        };
+        lines.push(line);
+    }
+    Ok(lines)
 }
 
 #[cfg(test)]

@@ -249,6 +249,7 @@ mod tests {
             firstboot_done_seconds: Some(30.5),
             failed_units: vec![],
             root_bytes: Some(1 << 30),
+            join: Vec::new(),
         };
         let line = format!(
             "\x1b[0;32m[  OK  ]\x1b[0m booted\r\n[ 40.1] {}\r\n",

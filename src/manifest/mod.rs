@@ -46,6 +46,8 @@ pub struct Cluster {
     pub vendor: Vendor,
     /// Build settings.
     pub build: BuildSettings,
+    /// Replication settings of the db nodes.
+    pub database: DatabaseSettings,
     /// The manifest file itself.
     pub manifest: ManifestFile,
 }
@@ -145,6 +147,14 @@ pub struct AptRepository {
     pub username_env: Option<String>,
     /// Environment variable holding the password, read at build time only.
     pub password_env: Option<String>,
+}
+
+/// How the db nodes replicate.
+#[derive(Debug, Clone, Serialize)]
+pub struct DatabaseSettings {
+    /// Patroni's synchronous mode: a commit waits for one replica, so a failover loses
+    /// no acknowledged commit (default on; off trades that for write latency).
+    pub synchronous: bool,
 }
 
 /// How images are built.

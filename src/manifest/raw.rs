@@ -56,6 +56,13 @@ pub struct BuildSection {
     pub formats: Option<Vec<Spanned<String>>>,
 }
 
+/// `[database]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseSection {
+    pub synchronous: Option<bool>,
+}
+
 /// One `[[nodes]]` entry.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

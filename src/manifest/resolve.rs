@@ -9,7 +9,7 @@ use toml::Spanned;
 use super::raw;
 use super::{
     Bootstrap, BuildSettings, Cluster, DEFAULT_MIRROR, DEFAULT_SECURITY_MIRROR,
-    DEFAULT_SOURCE_DATE_EPOCH, Debian, Format, ManifestFile, Network, SUITE,
+    DEFAULT_SOURCE_DATE_EPOCH, DatabaseSettings, Debian, Format, ManifestFile, Network, SUITE,
 };
 use crate::diag::{Diagnostics, InvalidInput, Source};
 use crate::hash::sha256_hex;
@@ -17,7 +17,7 @@ use crate::role::RoleSet;
 use crate::tomldoc::Document;
 
 const SECTIONS: &[&str] = &[
-    "cluster", "debian", "network", "ssh", "build", "vendor", "nodes",
+    "cluster", "debian", "network", "ssh", "build", "database", "vendor", "nodes",
 ];
 
 /// Checks a manifest and builds its model, or returns every problem found.
@@ -39,6 +39,7 @@ pub fn resolve(source: &Source, bytes: &[u8], roles: &RoleSet) -> Result<Cluster
     let network = check.section::<raw::NetworkSection>("network", true);
     let ssh = check.section::<raw::SshSection>("ssh", false);
     let build = check.section::<raw::BuildSection>("build", false);
+    let database = check.section::<raw::DatabaseSection>("database", false);
     let raw_nodes = check.nodes();
 
     let name = cluster
@@ -74,6 +75,9 @@ pub fn resolve(source: &Source, bytes: &[u8], roles: &RoleSet) -> Result<Cluster
         ssh_authorized_keys,
         vendor,
         build,
+        database: DatabaseSettings {
+            synchronous: database.and_then(|d| d.synchronous).unwrap_or(true),
+        },
         manifest: ManifestFile {
             path: source.path.clone(),
             sha256: sha256_hex(bytes),

@@ -1,0 +1,162 @@
+//! The Patroni join step: Patroni runs on this db node with the etcd3 DCS and its
+//! PostgreSQL 17 is the primary or a streaming replica.
+//!
+//! Patroni itself decides who runs initdb (the node that takes the DCS `initialize`
+//! key) and who clones from the leader (`pg_basebackup`), so the step only prepares the
+//! data folder, starts `patroni.service` once etcd is up, and waits until Patroni's own
+//! REST API (`GET /patroni`, HTTPS) says PostgreSQL is running in a known role.
+
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+
+use anyhow::Context as _;
+use serde::Deserialize;
+
+use super::Progress;
+use super::etcd::CA_CERT;
+use crate::agent::host::Invocation;
+use crate::agent::root::Root;
+use crate::agent::steps::Context;
+
+/// PostgreSQL's home, the data disk's mount point on db nodes.
+pub const POSTGRES_HOME: &str = "/var/lib/postgresql";
+/// The folder Patroni's `data_dir` (`17/main`) goes in.
+pub const CLUSTER_PARENT: &str = "/var/lib/postgresql/17";
+
+/// What `GET /patroni` reports of this member.
+#[derive(Debug, Clone, Deserialize)]
+pub struct MemberState {
+    /// `running`, `starting`, `creating replica`, `stopped`, ...
+    #[serde(default)]
+    pub state: String,
+    /// `primary` (Patroni 4; `master` before), `replica`, `standby_leader`.
+    #[serde(default)]
+    pub role: String,
+    /// The timeline PostgreSQL is on.
+    #[serde(default)]
+    pub timeline: Option<u64>,
+}
+
+impl MemberState {
+    /// Whether PostgreSQL runs in a role Patroni has settled on.
+    pub fn is_settled(&self) -> bool {
+        self.state == "running"
+            && matches!(
+                self.role.as_str(),
+                "primary" | "master" | "replica" | "standby_leader"
+            )
+    }
+}
+
+/// One attempt: data folder owned by postgres, Patroni started, PostgreSQL running.
+pub fn attempt(context: &mut Context<'_>) -> anyhow::Result<Progress> {
+    let postgres = postgres_owner(context.root)?;
+    let mut changed = false;
+    for folder in [POSTGRES_HOME, CLUSTER_PARENT] {
+        changed |= ensure_owned_folder(&context.root.path(folder), postgres)?;
+    }
+    changed |= super::ensure_started(context.host, "patroni.service")?;
+    let url = format!("https://{}:8008/patroni", context.node.address);
+    let curl = Invocation::new(
+        "curl",
+        [
+            "--silent",
+            "--show-error",
+            "--max-time",
+            "3",
+            "--cacert",
+            CA_CERT,
+            &url,
+        ],
+    );
+    let body = match context.host.run(&curl) {
+        Ok(body) => body,
+        Err(_) => {
+            return Ok(Progress::waiting(
+                "waiting for Patroni's REST API to answer (it starts once etcd has quorum)",
+            ));
+        }
+    };
+    let member: MemberState = serde_json::from_str(&body)
+        .with_context(|| format!("reading Patroni's answer to GET {url}"))?;
+    if !member.is_settled() {
+        return Ok(Progress::waiting(format!(
+            "waiting for PostgreSQL under Patroni: state `{}`, role `{}`",
+            member.state, member.role
+        )));
+    }
+    let detail = format!(
+        "PostgreSQL 17 runs as {} under Patroni (timeline {})",
+        member.role,
+        member.timeline.map_or("?".to_string(), |t| t.to_string())
+    );
+    Ok(if changed {
+        Progress::changed(detail)
+    } else {
+        Progress::in_place(detail)
+    })
+}
+
+/// The postgres user's ids, from the image's own user database.
+fn postgres_owner(root: &Root) -> anyhow::Result<(u32, u32)> {
+    let path = root.path("/etc/passwd");
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    text.lines()
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split(':').collect();
+            (fields.len() > 3 && fields[0] == "postgres")
+                .then(|| Some((fields[2].parse().ok()?, fields[3].parse().ok()?)))
+                .flatten()
+        })
+        .next()
+        .ok_or_else(|| {
+            crate::agent::config::config_error(format!(
+                "{} has no postgres user: is postgresql-17 installed in this image?",
+                path.display()
+            ))
+        })
+}
+
+/// Creates `folder` (0700 when new) and gives it to `owner`; returns whether it changed.
+/// A fresh data disk's root belongs to root, and PostgreSQL refuses to run from it.
+fn ensure_owned_folder(folder: &Path, (uid, gid): (u32, u32)) -> anyhow::Result<bool> {
+    let mut changed = false;
+    if !folder.is_dir() {
+        std::fs::create_dir_all(folder)
+            .with_context(|| format!("creating {}", folder.display()))?;
+        changed = true;
+    }
+    let metadata =
+        std::fs::metadata(folder).with_context(|| format!("reading {}", folder.display()))?;
+    if (metadata.uid(), metadata.gid()) != (uid, gid) {
+        std::os::unix::fs::chown(folder, Some(uid), Some(gid))
+            .with_context(|| format!("giving {} to postgres", folder.display()))?;
+        changed = true;
+    }
+    Ok(changed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_running_member_in_a_known_role_is_settled() {
+        let cases = [
+            (r#"{"state":"running","role":"primary","timeline":1}"#, true),
+            (r#"{"state":"running","role":"master"}"#, true),
+            (r#"{"state":"running","role":"replica"}"#, true),
+            (r#"{"state":"starting","role":"replica"}"#, false),
+            (
+                r#"{"state":"creating replica","role":"uninitialized"}"#,
+                false,
+            ),
+            (r#"{"state":"running","role":"uninitialized"}"#, false),
+        ];
+        for (json, settled) in cases {
+            let member: MemberState = serde_json::from_str(json).unwrap();
+            assert_eq!(member.is_settled(), settled, "{json}");
+        }
+    }
+}
