@@ -73,6 +73,9 @@ enum Command {
     },
     /// Boots a built image in QEMU on a serial console, with a node's seed attached.
     Boot(BootArgs),
+    /// Runs a cluster on this machine: one systemd-nspawn container per node, on a
+    /// private bridge (up, status, stop, kill, start, exec, down).
+    Cluster(crate::cluster::cli::ClusterArgs),
     /// Builds role images.
     Build {
         /// The cluster manifest.
@@ -209,7 +212,7 @@ const DEFAULT_CACHE: &str = "/var/cache/r2a-appliance";
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(error) => {
             if let Some(invalid) = error.downcast_ref::<InvalidInput>() {
                 eprintln!("{invalid}");
@@ -224,9 +227,10 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn run(cli: Cli) -> anyhow::Result<()> {
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let data = find_data_dir(cli.data.as_deref())?;
     match cli.command {
+        Command::Cluster(args) => return crate::cluster::cli::run(&data, args),
         Command::Check { manifest } => {
             let project = Project::load(&data, &manifest, SecretsMode::ReadOnly)?;
             println!(
@@ -335,7 +339,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
         }
     }
-    Ok(())
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Writes the files a node ends up with, as root:root with their modes (review copy).

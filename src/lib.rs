@@ -6,6 +6,7 @@ pub mod agent;
 pub mod boot;
 pub mod build;
 pub mod cli;
+pub mod cluster;
 pub mod diag;
 pub mod exec;
 pub mod fsutil;

@@ -1,0 +1,162 @@
+//! Gathering `status`: each node's process, addresses and systemd state, the agent's
+//! report read inside the container, and the etcd and Patroni members from the first
+//! running db node. Every command inside runs under a time limit, and a section that
+//! cannot be read is reported as unavailable with the reason, never as a failure.
+
+use std::process::Stdio;
+
+use super::status::{self, AgentStatus, ClusterStatus, NodeStatus, Section};
+use super::{Harness, container, network};
+
+/// The time limit of each command run inside a container for the report, in seconds.
+const PROBE_SECONDS: &str = "20";
+
+/// The db role's name, whose nodes run etcd and Patroni.
+const DB_ROLE: &str = "db";
+
+const ETCD_TLS: [&str; 4] = [
+    "--cacert=/etc/r2a/tls/ca.crt",
+    "--cert=/etc/r2a/tls/node.crt",
+    "--key=/etc/r2a/tls/node.key",
+    "--endpoints=https://127.0.0.1:2379",
+];
+
+impl Harness {
+    /// Every node of the manifest, and the etcd and Patroni members when a db node runs.
+    pub fn status(&self) -> anyhow::Result<ClusterStatus> {
+        let record = self.load_record()?;
+        let mut nodes = Vec::new();
+        let mut db_init = None;
+        for node in &self.cluster.nodes {
+            let pid = self.live_container(&record, &node.name);
+            let init = pid.and_then(container::container_init);
+            let netns = record.nodes.get(&node.name).and_then(|n| n.netns.clone());
+            let agent = match init {
+                Some(init) => match run_inside(init, &["r2a-node", "status", "--json"]) {
+                    Ok(json) => match AgentStatus::parse(&json) {
+                        Ok(value) => Section::Available {
+                            from: node.name.clone(),
+                            value,
+                        },
+                        Err(reason) => Section::Unavailable { reason },
+                    },
+                    Err(reason) => Section::Unavailable { reason },
+                },
+                None => Section::Unavailable {
+                    reason: "the node is not running".to_string(),
+                },
+            };
+            let system = init.map(|init| {
+                inside(init, &["systemctl", "is-system-running"])
+                    .map(|(_, stdout, _)| stdout.trim().to_string())
+                    .unwrap_or_else(|reason| reason)
+            });
+            if node.role == DB_ROLE && db_init.is_none() {
+                db_init = init.map(|init| (node.name.clone(), init));
+            }
+            nodes.push(NodeStatus {
+                name: node.name.clone(),
+                role: node.role.clone(),
+                address: node.address.to_string(),
+                running: pid.is_some(),
+                pid,
+                init_pid: init,
+                addresses: netns
+                    .map(|netns| network::container_addresses(&netns))
+                    .unwrap_or_default(),
+                system,
+                agent,
+            });
+        }
+        let (etcd, patroni) = match db_init {
+            Some((name, init)) => (etcd_members(&name, init), patroni_members(&name, init)),
+            None => {
+                let reason = "no db node is running".to_string();
+                (
+                    Section::Unavailable {
+                        reason: reason.clone(),
+                    },
+                    Section::Unavailable { reason },
+                )
+            }
+        };
+        Ok(ClusterStatus {
+            cluster: self.cluster.name.clone(),
+            state_dir: self.state_dir.display().to_string(),
+            nodes,
+            etcd,
+            patroni,
+        })
+    }
+}
+
+fn etcd_members(node: &str, init: u32) -> Section<Vec<status::EtcdMember>> {
+    let mut list = vec!["etcdctl", "member", "list", "-w", "json"];
+    list.extend(ETCD_TLS);
+    let members = match run_inside(init, &list) {
+        Ok(json) => json,
+        Err(reason) => return Section::Unavailable { reason },
+    };
+    let mut health = vec!["etcdctl", "endpoint", "health", "--cluster", "-w", "json"];
+    health.extend(ETCD_TLS);
+    // An unhealthy member makes `endpoint health` exit 1 with the JSON still printed.
+    let health = inside(init, &health)
+        .ok()
+        .map(|(_, stdout, _)| stdout)
+        .filter(|stdout| stdout.trim_start().starts_with('['));
+    match status::parse_etcd(&members, health.as_deref()) {
+        Ok(value) => Section::Available {
+            from: node.to_string(),
+            value,
+        },
+        Err(reason) => Section::Unavailable { reason },
+    }
+}
+
+fn patroni_members(node: &str, init: u32) -> Section<Vec<status::PatroniMember>> {
+    let argv = [
+        "patronictl",
+        "-c",
+        "/etc/patroni/config.yml",
+        "list",
+        "-f",
+        "json",
+    ];
+    match run_inside(init, &argv).and_then(|json| status::parse_patroni(&json)) {
+        Ok(value) => Section::Available {
+            from: node.to_string(),
+            value,
+        },
+        Err(reason) => Section::Unavailable { reason },
+    }
+}
+
+/// Runs `argv` inside under the time limit; stdout when it succeeds, else why not.
+fn run_inside(init: u32, argv: &[&str]) -> Result<String, String> {
+    let (success, stdout, stderr) = inside(init, argv)?;
+    if success {
+        return Ok(stdout);
+    }
+    let said = stderr
+        .trim()
+        .lines()
+        .last()
+        .unwrap_or("no message")
+        .to_string();
+    Err(format!("`{}` failed: {said}", argv.join(" ")))
+}
+
+/// Runs `argv` inside under the time limit: (success, stdout, stderr).
+fn inside(init: u32, argv: &[&str]) -> Result<(bool, String, String), String> {
+    let mut limited = vec!["timeout", PROBE_SECONDS];
+    limited.extend(argv);
+    let output = container::exec_command(init, &limited)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|error| format!("cannot run nsenter: {error}"))?;
+    Ok((
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    ))
+}
