@@ -10,7 +10,9 @@
 #   boot       the qcow2 booted in QEMU under TCG (`r2a-image boot --check`): seconds from
 #              the kernel's start to r2a-firstboot.service done, and the whole run
 # and the boot matrix of the reference cluster (tests/matrix.rs): each node booted under
-# TCG, seconds from the kernel's start to r2a-firstboot.service done, and the whole run.
+# TCG, seconds from the kernel's start to r2a-firstboot.service done, and the whole run;
+# last the db cluster in the cluster harness (bench/cluster.sh): formation, failover under
+# writes, memory per container.
 # Run as root from the repository root: `make bench`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -91,3 +93,6 @@ for entry in "${matrix[@]}"; do
   done_at=$(grep -o '"firstboot_done_seconds":[0-9.]*' "$work/$key.log" | cut -d: -f2)
   printf '%-50s %13.1fs %9.1fs\n' "$name" "$done_at" "$(cat "$work/$key.seconds")"
 done
+
+# The db cluster in the cluster harness: formation, failovers, memory (bench/cluster.sh).
+bench/cluster.sh "$work"

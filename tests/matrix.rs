@@ -5,7 +5,8 @@
 //! telephony node over PXE under UEFI through iPXE, and the portal node over PXE under
 //! BIOS through GRUB. Each boot must pass its check, carry the node's own address on the
 //! link the seed's rendered network file matches, and have its data disk formatted and
-//! mounted where the role says. Each artifact boots once.
+//! mounted where the role says; the db node, alone, says its join waits for the etcd
+//! quorum. Each artifact boots once.
 
 mod support;
 
@@ -14,6 +15,7 @@ use std::sync::OnceLock;
 
 use r2a::agent::links::{Link, MatchSection};
 use r2a::agent::report::ReportedMount;
+use r2a::agent::status::State;
 use r2a::seed::seed_files;
 use support::reference::{Reference, reference};
 use support::{Output, healthy_boot_report, in_image, unpacked};
@@ -125,7 +127,21 @@ fn every_seed_renders_to_a_file_that_matches_a_wired_link_of_any_name() {
 
 #[test]
 fn a_db_node_boots_from_qcow2_under_uefi_with_its_data_disk() {
-    boot_and_check("pg-node-02", &["--format", "qcow2", "--firmware", "uefi"]);
+    let output = boot_and_check("pg-node-02", &["--format", "qcow2", "--firmware", "uefi"]);
+    // Alone on a network that reaches nothing, the node cannot find its peers: the join
+    // waits for the etcd quorum, and the boot passes its check all the same.
+    let report = healthy_boot_report(&output, "pg-node-02");
+    let etcd = report
+        .join
+        .first()
+        .expect("the report lists the join steps");
+    assert!(
+        etcd.step == "etcd"
+            && etcd.state == State::Waiting
+            && etcd.detail.starts_with("waiting for etcd quorum: ")
+            && etcd.detail.ends_with(" of 3 members reachable"),
+        "{report:?}"
+    );
 }
 
 #[test]

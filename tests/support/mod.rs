@@ -3,7 +3,6 @@
 
 #![allow(dead_code)] // each test crate uses a part of this harness
 
-pub mod nspawn;
 pub mod reference;
 
 use std::path::{Path, PathBuf};

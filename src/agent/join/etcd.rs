@@ -236,18 +236,18 @@ pub fn attempt(context: &mut Context<'_>) -> anyhow::Result<Progress> {
     }
     changed |= super::ensure_started(context.host, "etcd.service")?;
     if !healthy(context.host) {
-        let all: Vec<String> = context
+        let addresses: Vec<String> = context
             .cluster
             .nodes_of("db")
-            .map(|node| format!("https://{}:2379", node.address))
+            .map(|node| node.address.to_string())
             .collect();
-        let reachable = all
+        let reachable = addresses
             .iter()
-            .filter(|endpoint| answers(context.host, endpoint))
+            .filter(|address| answers(context.host, address))
             .count();
         return Ok(Progress::waiting(format!(
             "waiting for etcd quorum: {reachable} of {} members reachable",
-            all.len()
+            addresses.len()
         )));
     }
     let local = ["https://127.0.0.1:2379".to_string()];
@@ -319,9 +319,32 @@ fn member_list(host: &mut dyn Host, endpoints: &[String]) -> Option<Vec<Member>>
         .map(|list| list.members)
 }
 
-/// Whether the member at `endpoint` answers a status request (no quorum needed).
-fn answers(host: &mut dyn Host, endpoint: &str) -> bool {
-    etcdctl(host, &[endpoint.to_string()], &["endpoint", "status"]).is_ok()
+/// Whether the member at `address` answers on its peer port. Its client port would not
+/// do: a member without a leader accepts no client request at all.
+fn answers(host: &mut dyn Host, address: &str) -> bool {
+    host.run(&peer_version_invocation(address)).is_ok()
+}
+
+/// `GET /version` on a member's peer port, with the node's certificate (the peer port
+/// wants one of the cluster CA).
+pub(crate) fn peer_version_invocation(address: &str) -> Invocation {
+    let url = format!("https://{address}:2380/version");
+    Invocation::new(
+        "curl",
+        [
+            "--silent",
+            "--fail",
+            "--max-time",
+            "2",
+            "--cacert",
+            CA_CERT,
+            "--cert",
+            NODE_CERT,
+            "--key",
+            NODE_KEY,
+            &url,
+        ],
+    )
 }
 
 /// Whether the local member reports itself healthy (it has a leader).
