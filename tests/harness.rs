@@ -2,8 +2,10 @@
 //! data disk), db2 and portal1 boot as systemd-nspawn containers, each finishes its boot
 //! with the agent's common steps done and its address on `host0`, the nodes reach each
 //! other on the lab bridge while the host's namespace holds no address or route of the
-//! cluster, a killed node and a stopped one come back with their state, and `down`
-//! leaves no process, mount, namespace, veth, cgroup or loop device behind.
+//! cluster, a killed node and a stopped one come back with their state, each node's record
+//! names the tree it lies on, and `down` (from a harness of a smaller manifest, which
+//! still reports the node it does not list) leaves no process, mount, namespace, veth,
+//! cgroup or loop device behind.
 
 mod support;
 
@@ -12,7 +14,9 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use r2a::cluster::Harness;
+use r2a::cluster::state::Record;
 use r2a::cluster::status::{AgentStatus, Section};
+use r2a::cluster::trees;
 use r2a::project::{Project, SecretsMode};
 use support::{fixture, processes_mentioning, repo};
 
@@ -67,6 +71,7 @@ fn a_cluster_runs_on_one_machine_and_goes_without_a_trace() {
         assert!(addresses.contains(address), "{node}: {addresses}");
     }
     eprintln!("three nodes booted in {:?}", started.elapsed());
+    assert_trees_recorded(harness, &fx.out);
 
     // The data disk: a loop device shown as the manifest's /dev/vdb, formatted and mounted.
     let mounted = run(
@@ -108,13 +113,25 @@ fn a_cluster_runs_on_one_machine_and_goes_without_a_trace() {
     assert_eq!(output.status.code(), Some(7));
     assert_eq!(String::from_utf8_lossy(&output.stdout), "out\n");
 
-    let status = harness.status().unwrap();
+    // A harness of a smaller manifest of the same cluster (on the same state) still
+    // reports portal1, and its `down` (at the end) removes it too.
+    let mut without_portal = project.cluster.clone();
+    without_portal.nodes.retain(|node| node.name != "portal1");
+    let smaller = Harness::new(&without_portal, &fx.out, &state).unwrap();
+    let status = smaller.status().unwrap();
     let db2 = status.nodes.iter().find(|n| n.name == "db2").unwrap();
     assert!(db2.running && db2.addresses == ["10.77.0.12/24"], "{db2:?}");
     let db3 = status.nodes.iter().find(|n| n.name == "db3").unwrap();
-    assert!(!db3.running, "{db3:?}");
+    assert!(!db3.running && db3.in_manifest, "{db3:?}");
     assert!(matches!(db3.agent, Section::Unavailable { .. }));
-    assert!(status.to_text().contains("etcd members"));
+    let portal1 = status.nodes.iter().find(|n| n.name == "portal1").unwrap();
+    assert!(portal1.running && !portal1.in_manifest, "{portal1:?}");
+    let text = status.to_text();
+    assert!(text.contains("etcd members"), "{text}");
+    assert!(
+        text.contains("portal1 (portal, not in the manifest)"),
+        "{text}"
+    );
 
     // A power loss and a clean poweroff: both come back on the state they kept.
     run(
@@ -148,7 +165,9 @@ fn a_cluster_runs_on_one_machine_and_goes_without_a_trace() {
         &["ping", "-c", "1", "-W", "2", "10.77.0.31"],
     );
 
-    harness.down().unwrap();
+    assert_trees_recorded(harness, &fx.out);
+
+    smaller.down().unwrap();
     assert_nothing_left(harness);
     harness.down().unwrap();
     eprintln!("the whole test took {:?}", started.elapsed());
@@ -214,6 +233,25 @@ fn assert_booted(harness: &Harness, node: &str) {
             Some("done"),
             "{node}: step {step}:\n{json}\n{}",
             harness.console_tail(node, 40)
+        );
+    }
+}
+
+/// Each node's record names the tree of its role's tarball, `roles/<role>/<key>/tree`.
+fn assert_trees_recorded(harness: &Harness, out: &Path) {
+    let record = Record::load(harness.state_dir(), "r2a-test").unwrap();
+    for (node, role) in [("db1", "db"), ("db2", "db"), ("portal1", "portal")] {
+        let tarball = r2a::cluster::rootfs::role_tarball(out, "r2a-test", role);
+        let sha256 = r2a::hash::sha256_file(&tarball).unwrap();
+        let dir = trees::tree_dir(harness.state_dir(), role, &sha256);
+        assert_eq!(
+            record.nodes[node].tree,
+            Some(trees::tree_of(&dir)),
+            "{node}"
+        );
+        assert!(
+            trees::is_whole(&trees::tree_of(&dir), Some(&sha256)),
+            "{node}"
         );
     }
 }

@@ -11,7 +11,7 @@ use rustix::process::Signal;
 
 use super::rootfs::{self, NodeDirs};
 use super::state::{self, ProcessRecord, Record, StateLock};
-use super::{Harness, cgroup, container, network};
+use super::{Harness, cgroup, container, names, network};
 
 /// How long a killed container's processes get to disappear.
 const KILL_GRACE: Duration = Duration::from_secs(20);
@@ -76,7 +76,8 @@ impl Harness {
 
     /// Removes every container process, mount, loop device, cgroup, veth, bridge and
     /// namespace the record lists, and the nodes' folders (their consoles stay, for a
-    /// look afterwards); the unpacked role trees stay for the next `up`. Idempotent.
+    /// look afterwards), for every node of the record, whether the manifest lists it or not;
+    /// the unpacked role trees stay for the next `up`. Idempotent.
     pub fn down(&self) -> anyhow::Result<()> {
         let _lock = StateLock::acquire(&self.state_dir)?;
         let mut record = self.load_record()?;
@@ -178,15 +179,16 @@ impl Harness {
             }
             record.save(&self.state_dir)?;
         }
-        if let Ok(names) = self.node_names(node) {
-            // systemd-nspawn's own mount-propagation folder, removed by nspawn on a clean
-            // exit only; empty once the container is gone.
-            let _ = std::fs::remove_dir(Path::new(PROPAGATE_DIR).join(names.machine));
-        }
+        // systemd-nspawn's own mount-propagation folder, removed by nspawn on a clean exit
+        // only; empty once the container is gone. (By the node's name alone: the manifest
+        // may no longer list it.)
+        let names = names::names_of(&self.cluster.name, node);
+        let _ = std::fs::remove_dir(Path::new(PROPAGATE_DIR).join(names.machine));
         Ok(())
     }
 
-    /// Removes everything recorded for one node, then its folder.
+    /// Removes everything recorded for one node, then its folder; its tree is cleared from
+    /// the record last, once no upper folder made on it is left.
     fn remove_node(&self, record: &mut Record, node: &str) -> anyhow::Result<()> {
         let dirs = NodeDirs::new(&self.state_dir, node);
         let process = record.nodes.get(node).and_then(|n| n.container.clone());
@@ -211,9 +213,12 @@ impl Harness {
             }
             record.save(&self.state_dir)?;
         }
+        remove_node_files(&dirs)?;
+        if let Some(entry) = record.nodes.get_mut(node) {
+            entry.tree = None;
+        }
         record.prune();
-        record.save(&self.state_dir)?;
-        remove_node_files(&dirs)
+        record.save(&self.state_dir)
     }
 }
 

@@ -1,13 +1,34 @@
 //! `r2a-image cluster`: a whole cluster on one machine. Every node of the manifest (or a
 //! chosen few) boots its role's built tree under real systemd as a `systemd-nspawn`
-//! container, on an overlay of its own over one unpacked tree per role, identified by its
-//! own NoCloud seed, on a bridge inside a network namespace of the harness's own (no
+//! container, on an overlay of its own over an unpacked tree of its role, identified by
+//! its own NoCloud seed, on a bridge inside a network namespace of the harness's own (no
 //! address or route of the cluster exists in the host's namespace).
+//!
+//! Each role tarball is unpacked once, into a tree named after its sha256 ([`trees`]), and
+//! each node keeps the tree it was first booted on (its overlay's upper folder only fits
+//! that one): a grown cluster's rebuilt image boots the new nodes (`up --nodes db4,db5`
+//! with the new manifest and the same state folder) while the running ones are left
+//! alone, and later boot again on their own tree.
 //!
 //! [`Harness`] is the API the cluster tests drive; the command line is a thin wrapper
 //! ([`cli`]). Containers outlive the command that started them; everything the harness
-//! creates is recorded first ([`state::Record`]) so that [`Harness::down`] removes it all,
-//! also after a failed `up` or a harness that was killed.
+//! creates is recorded first ([`state::Record`], by node name) so that [`Harness::down`]
+//! removes it all, also after a failed `up` or a harness that was killed, and also for
+//! nodes that the harness's manifest does not list (a larger or smaller manifest of the
+//! same cluster may drive the same state folder).
+//!
+//! The state folder:
+//!
+//! ```text
+//! state.json                      the record (state::Record)
+//! lock                            held by commands that change anything
+//! roles/<role>/<key>/tree         a role tarball unpacked (key: its sha256's first 16 hex)
+//! roles/<role>/<key>/sha256       its whole sha256, written last
+//! nodes/<node>/{upper,work,root}  the node's overlay (root: its mount point)
+//! nodes/<node>/console.log        its console (kept by `down`)
+//! nodes/<node>/nspawn.pid         its systemd-nspawn's id
+//! nodes/<node>/data-disk.img      the file behind its data disk
+//! ```
 
 pub mod cgroup;
 pub mod cli;
@@ -19,7 +40,9 @@ mod probe;
 pub mod rootfs;
 pub mod state;
 pub mod status;
+pub mod trees;
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -68,6 +91,32 @@ const TOOLS: [Tool; 6] = [
         reason: "unpack the role trees",
     },
 ];
+
+/// The inotify instances a cluster needs: every container's systemd, journald and
+/// networkd hold a few each, and all of them count against root's one limit.
+const INOTIFY_INSTANCES: u32 = 1024;
+/// The host's limit of inotify instances per user.
+const INOTIFY_LIMIT_FILE: &str = "/proc/sys/fs/inotify/max_user_instances";
+
+/// Raises the host's inotify instance limit to `wanted` when it is lower: with the
+/// kernel's default (128) the ninth container's systemd fails to start ("Too many open
+/// files") and the container exits at once.
+fn ensure_inotify_instances(wanted: u32) -> anyhow::Result<()> {
+    let current = std::fs::read_to_string(INOTIFY_LIMIT_FILE)
+        .with_context(|| format!("reading {INOTIFY_LIMIT_FILE}"))?;
+    let current: u32 = current
+        .trim()
+        .parse()
+        .with_context(|| format!("reading {INOTIFY_LIMIT_FILE}: `{}`", current.trim()))?;
+    if current >= wanted {
+        return Ok(());
+    }
+    eprintln!(
+        "r2a-image: cluster: raising fs.inotify.max_user_instances from {current} to {wanted}"
+    );
+    std::fs::write(INOTIFY_LIMIT_FILE, wanted.to_string())
+        .with_context(|| format!("writing {INOTIFY_LIMIT_FILE} (needs root)"))
+}
 
 /// The default state folder of `cluster`.
 pub fn default_state_dir(cluster: &str) -> PathBuf {
@@ -124,22 +173,30 @@ impl Harness {
         let selected = self.select(nodes)?;
         self.check_built(&selected)?;
         require_tools(&TOOLS)?;
+        ensure_inotify_instances(INOTIFY_INSTANCES)?;
         let hierarchies = cgroup::Hierarchies::detect()?;
         let _lock = StateLock::acquire(&self.state_dir)?;
         let mut record = self.load_record()?;
-        let mut roles: Vec<&str> = selected.iter().map(|n| n.role.as_str()).collect();
-        roles.sort_unstable();
-        roles.dedup();
-        for role in roles {
-            self.prepare_role(&record, role)?;
+        // The current tree of each role; nodes that booted before keep their own.
+        let mut current: BTreeMap<&str, PathBuf> = BTreeMap::new();
+        for node in &selected {
+            if !current.contains_key(node.role.as_str()) {
+                let tree = self.prepare_role(&record, &node.role)?;
+                current.insert(&node.role, tree);
+            }
         }
         self.ensure_lab(&mut record)?;
         for node in selected {
             if self.live_container(&record, &node.name).is_some() {
                 continue;
             }
-            self.boot(&mut record, node, &hierarchies)
-                .with_context(|| format!("starting node {}", node.name))?;
+            self.boot(
+                &mut record,
+                node,
+                &current[node.role.as_str()],
+                &hierarchies,
+            )
+            .with_context(|| format!("starting node {}", node.name))?;
         }
         Ok(())
     }
@@ -286,39 +343,6 @@ impl Harness {
         Ok(())
     }
 
-    /// Unpacks the role's tree when its tarball changed. The nodes of the role then start
-    /// over from the new image: their overlays must not be mounted, and their old upper
-    /// folders (made on the old image) go.
-    fn prepare_role(&self, record: &Record, role: &str) -> anyhow::Result<()> {
-        let tarball = rootfs::role_tarball(&self.out, &self.cluster.name, role);
-        let sha256 = crate::hash::sha256_file(&tarball)?;
-        if rootfs::role_tree_is_current(&self.state_dir, role, &sha256) {
-            return Ok(());
-        }
-        let booted: Vec<&str> = record
-            .nodes
-            .iter()
-            .filter(|(_, node)| node.role == role && node.overlay.is_some())
-            .map(|(name, _)| name.as_str())
-            .collect();
-        if !booted.is_empty() {
-            bail!(
-                "the {role} image ({}) changed since {} booted from it; stop them or run \
-                 `r2a-image cluster {} down` first",
-                tarball.display(),
-                booted.join(", "),
-                self.cluster.manifest.path.display()
-            );
-        }
-        for node in self.cluster.nodes_of(role) {
-            let dirs = NodeDirs::new(&self.state_dir, &node.name);
-            crate::fsutil::remove_tree(&dirs.upper())?;
-            crate::fsutil::remove_tree(&dirs.work())?;
-        }
-        eprintln!("r2a-image: cluster: unpacking {}", tarball.display());
-        rootfs::unpack_role_tree(&self.state_dir, role, &tarball, &sha256)
-    }
-
     /// Makes the lab namespace and bridge unless they exist.
     fn ensure_lab(&self, record: &mut Record) -> anyhow::Result<()> {
         let lab = names::lab_names(&self.cluster.name);
@@ -350,9 +374,11 @@ impl Harness {
         &self,
         record: &mut Record,
         node: &Node,
+        current: &Path,
         hierarchies: &cgroup::Hierarchies,
     ) -> anyhow::Result<()> {
         let names = self.node_names(&node.name)?;
+        let lower = self.lower_of(record, &node.name, current)?;
         let lab = names::lab_names(&self.cluster.name);
         let dirs = NodeDirs::new(&self.state_dir, &node.name);
         std::fs::create_dir_all(&dirs.base)
@@ -379,10 +405,11 @@ impl Harness {
         }
         cgroup::create(&folders)?;
 
-        record.node_mut(&node.name, &node.role).overlay = Some(dirs.root());
+        let entry = record.node_mut(&node.name, &node.role);
+        entry.tree = Some(lower.clone());
+        entry.overlay = Some(dirs.root());
         record.save(&self.state_dir)?;
-        let tree = rootfs::role_tree(&self.state_dir, &node.role);
-        rootfs::mount_overlay(&tree, &dirs)?;
+        rootfs::mount_overlay(&lower, &dirs)?;
         rootfs::write_seed(&dirs.root(), &self.cluster, node)?;
 
         let disk = match &node.data_disk {

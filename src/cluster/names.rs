@@ -56,16 +56,7 @@ pub fn lab_names(cluster: &str) -> LabNames {
 
 /// The names of every node in `nodes`; fails when two would share an interface name.
 pub fn node_names(cluster: &str, nodes: &[&str]) -> anyhow::Result<Vec<NodeNames>> {
-    let planned: Vec<NodeNames> = nodes
-        .iter()
-        .map(|node| NodeNames {
-            node: node.to_string(),
-            netns: format!("r2a-{cluster}.{node}"),
-            bridge_port: bounded_name(&format!("ve-{node}"), MAX_INTERFACE_NAME),
-            machine: bounded_name(&format!("{cluster}-{node}"), MAX_MACHINE_NAME),
-            cgroup: format!("{CGROUP_FOLDER}/{cluster}/{node}"),
-        })
-        .collect();
+    let planned: Vec<NodeNames> = nodes.iter().map(|node| names_of(cluster, node)).collect();
     let mut ports = BTreeSet::new();
     for names in &planned {
         if !ports.insert(names.bridge_port.as_str()) {
@@ -78,6 +69,19 @@ pub fn node_names(cluster: &str, nodes: &[&str]) -> anyhow::Result<Vec<NodeNames
         }
     }
     Ok(planned)
+}
+
+/// The names of one node. They depend on the node's name alone, so a node the manifest
+/// no longer lists (but the record does) keeps them; [`node_names`] checks a whole
+/// manifest's for clashes.
+pub fn names_of(cluster: &str, node: &str) -> NodeNames {
+    NodeNames {
+        node: node.to_string(),
+        netns: format!("r2a-{cluster}.{node}"),
+        bridge_port: bounded_name(&format!("ve-{node}"), MAX_INTERFACE_NAME),
+        machine: bounded_name(&format!("{cluster}-{node}"), MAX_MACHINE_NAME),
+        cgroup: format!("{CGROUP_FOLDER}/{cluster}/{node}"),
+    }
 }
 
 /// `whole` when it fits in `limit` characters; otherwise its start and a short hash of
@@ -123,6 +127,7 @@ mod tests {
         ];
         for (cluster, node, netns, port, machine) in table {
             let names = node_names(cluster, &[node]).unwrap();
+            assert_eq!(names[0], names_of(cluster, node));
             assert_eq!(names[0].netns, netns, "{node}");
             assert_eq!(names[0].bridge_port, port, "{node}");
             assert!(names[0].bridge_port.len() <= MAX_INTERFACE_NAME);

@@ -1,6 +1,6 @@
-//! Gathering `status`: each node's process, addresses and systemd state, the agent's
-//! report read inside the container, and the etcd and Patroni members from the first
-//! running db node. Every command inside runs under a time limit, and a section that
+//! Gathering `status`: each node's process, addresses and systemd state (the manifest's
+//! nodes, and any other node the record keeps), the agent's report read inside the
+//! container, and the etcd and Patroni members from the first running db node. Every command inside runs under a time limit, and a section that
 //! cannot be read is reported as unavailable with the reason, never as a failure.
 
 use std::process::Stdio;
@@ -22,20 +22,37 @@ const ETCD_TLS: [&str; 4] = [
 ];
 
 impl Harness {
-    /// Every node of the manifest, and the etcd and Patroni members when a db node runs.
+    /// Every node of the manifest, then the recorded nodes it does not list (a state
+    /// folder also driven with a larger manifest), and the etcd and Patroni members when
+    /// a db node runs.
     pub fn status(&self) -> anyhow::Result<ClusterStatus> {
         let record = self.load_record()?;
         let mut nodes = Vec::new();
         let mut db_init = None;
-        for node in &self.cluster.nodes {
-            let pid = self.live_container(&record, &node.name);
+        // (name, role, address in the manifest)
+        let mut listed: Vec<(&str, &str, Option<String>)> = (self.cluster.nodes.iter())
+            .map(|n| {
+                (
+                    n.name.as_str(),
+                    n.role.as_str(),
+                    Some(n.address.to_string()),
+                )
+            })
+            .collect();
+        for (name, entry) in &record.nodes {
+            if self.cluster.node(name).is_none() {
+                listed.push((name.as_str(), entry.role.as_str(), None));
+            }
+        }
+        for (name, role, address) in listed {
+            let pid = self.live_container(&record, name);
             let init = pid.and_then(container::container_init);
-            let netns = record.nodes.get(&node.name).and_then(|n| n.netns.clone());
+            let netns = record.nodes.get(name).and_then(|n| n.netns.clone());
             let agent = match init {
                 Some(init) => match run_inside(init, &["r2a-node", "status", "--json"]) {
                     Ok(json) => match AgentStatus::parse(&json) {
                         Ok(value) => Section::Available {
-                            from: node.name.clone(),
+                            from: name.to_string(),
                             value,
                         },
                         Err(reason) => Section::Unavailable { reason },
@@ -51,13 +68,14 @@ impl Harness {
                     .map(|(_, stdout, _)| stdout.trim().to_string())
                     .unwrap_or_else(|reason| reason)
             });
-            if node.role == DB_ROLE && db_init.is_none() {
-                db_init = init.map(|init| (node.name.clone(), init));
+            if role == DB_ROLE && db_init.is_none() {
+                db_init = init.map(|init| (name.to_string(), init));
             }
             nodes.push(NodeStatus {
-                name: node.name.clone(),
-                role: node.role.clone(),
-                address: node.address.to_string(),
+                name: name.to_string(),
+                role: role.to_string(),
+                in_manifest: address.is_some(),
+                address: address.unwrap_or_default(),
                 running: pid.is_some(),
                 pid,
                 init_pid: init,

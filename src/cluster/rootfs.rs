@@ -1,6 +1,5 @@
-//! A node's root file system: the role's `rootfs.tar.gz` unpacked once per role (with
-//! numeric owners and file capabilities) and shared read-only by every node of the role,
-//! an overlay per node whose upper folder keeps the node's own changes across restarts,
+//! A node's root file system: an overlay per node over an unpacked tree of its role
+//! ([`super::trees`]), whose upper folder keeps the node's own changes across restarts,
 //! the node's NoCloud seed in that overlay, and a blank loop-backed data disk for nodes
 //! the manifest gives one.
 
@@ -58,58 +57,9 @@ impl NodeDirs {
     }
 }
 
-/// The folder holding a role's unpacked tree and the checksum of its tarball.
-fn role_dir(state_dir: &Path, role: &str) -> PathBuf {
-    state_dir.join("roles").join(role)
-}
-
-/// The unpacked tree of `role`.
-pub fn role_tree(state_dir: &Path, role: &str) -> PathBuf {
-    role_dir(state_dir, role).join("tree")
-}
-
 /// The built tarball of `role`.
 pub fn role_tarball(out: &Path, cluster: &str, role: &str) -> PathBuf {
     out.join(cluster).join(role).join("rootfs.tar.gz")
-}
-
-fn stamp(state_dir: &Path, role: &str) -> PathBuf {
-    role_dir(state_dir, role).join("tree.sha256")
-}
-
-/// Whether the role's tree was unpacked from a tarball with this sha256.
-pub fn role_tree_is_current(state_dir: &Path, role: &str, sha256: &str) -> bool {
-    let unpacked_from = std::fs::read_to_string(stamp(state_dir, role)).unwrap_or_default();
-    unpacked_from.trim() == sha256 && role_tree(state_dir, role).is_dir()
-}
-
-/// Unpacks `tarball` (whose sha256 is `sha256`) as the tree of `role`, replacing the old
-/// one; no overlay may use the old tree.
-pub fn unpack_role_tree(
-    state_dir: &Path,
-    role: &str,
-    tarball: &Path,
-    sha256: &str,
-) -> anyhow::Result<()> {
-    let dir = role_dir(state_dir, role);
-    let (stamp, tree) = (stamp(state_dir, role), role_tree(state_dir, role));
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    // The stamp goes first and comes back last: a tree with a matching stamp is whole.
-    let _ = std::fs::remove_file(&stamp);
-    let staging = dir.join(".unpacking");
-    fsutil::remove_tree(&staging)?;
-    std::fs::create_dir_all(&staging).with_context(|| format!("creating {}", staging.display()))?;
-    Command::new("tar")
-        .args(["-xzf"])
-        .arg(tarball)
-        .args(["--numeric-owner", "--xattrs", "--xattrs-include=*", "-C"])
-        .arg(&staging)
-        .run()
-        .with_context(|| format!("unpacking {}", tarball.display()))?;
-    fsutil::remove_tree(&tree)?;
-    std::fs::rename(&staging, &tree)
-        .with_context(|| format!("moving the unpacked tree to {}", tree.display()))?;
-    fsutil::write_atomic(&stamp, format!("{sha256}\n").as_bytes(), 0o644)
 }
 
 /// The overlay options for a node; overlayfs splits its options at `,` and `:`, so paths
@@ -169,7 +119,7 @@ fn unescape_mount_path(text: &str) -> String {
         .replace("\\134", "\\")
 }
 
-/// Mounts the node's overlay over the role tree unless it is mounted.
+/// Mounts the node's overlay over `lower` (a role tree) unless it is mounted.
 pub fn mount_overlay(lower: &Path, dirs: &NodeDirs) -> anyhow::Result<()> {
     let root = dirs.root();
     if is_mounted(&root) {
@@ -274,8 +224,12 @@ mod tests {
     fn overlay_options_name_the_three_folders() {
         let dirs = NodeDirs::new(Path::new("/var/lib/r2a/c"), "db1");
         assert_eq!(
-            overlay_options(Path::new("/var/lib/r2a/c/roles/db/tree"), &dirs).unwrap(),
-            "lowerdir=/var/lib/r2a/c/roles/db/tree,upperdir=/var/lib/r2a/c/nodes/db1/upper,workdir=/var/lib/r2a/c/nodes/db1/work"
+            overlay_options(
+                Path::new("/var/lib/r2a/c/roles/db/0123456789abcdef/tree"),
+                &dirs
+            )
+            .unwrap(),
+            "lowerdir=/var/lib/r2a/c/roles/db/0123456789abcdef/tree,upperdir=/var/lib/r2a/c/nodes/db1/upper,workdir=/var/lib/r2a/c/nodes/db1/work"
         );
         // (state folder, accepted)
         let table = [

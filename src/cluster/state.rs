@@ -1,5 +1,7 @@
 //! The harness's record of what it created for a cluster (`state.json` in the state
-//! folder): namespaces, cgroups, mounts, loop devices and container processes. Each entry
+//! folder): namespaces, cgroups, mounts, loop devices, container processes and the role
+//! tree each node's overlay lies on, by node name (nodes the manifest no longer lists
+//! included: `status` and `down` go by the record). Each entry
 //! is written, atomically, before the thing it names is created and cleared after it is
 //! removed, so `down` can undo everything from the record alone, also after a failed or
 //! killed run. Commands that change anything hold a lock on the state folder.
@@ -40,6 +42,11 @@ pub struct NodeRecord {
     pub cgroups: Vec<PathBuf>,
     /// The overlay mount point its container boots from.
     pub overlay: Option<PathBuf>,
+    /// The unpacked role tree its overlay lies on (`roles/<role>/<key>/tree`): recorded
+    /// before the overlay is first mounted and kept as long as the node's folder, since
+    /// its upper folder is only valid over this tree. `up` removes no tree named here.
+    #[serde(default)]
+    pub tree: Option<PathBuf>,
     /// The file backing its data disk's loop device.
     pub data_disk: Option<PathBuf>,
     /// Its container's `systemd-nspawn` process.
@@ -52,6 +59,7 @@ impl NodeRecord {
         self.netns.is_none()
             && self.cgroups.is_empty()
             && self.overlay.is_none()
+            && self.tree.is_none()
             && self.data_disk.is_none()
             && self.container.is_none()
     }
@@ -240,7 +248,22 @@ mod tests {
         let error = Record::load(dir.path(), "c2").unwrap_err().to_string();
         assert!(error.contains("belongs to cluster c1, not c2"), "{error}");
         record.nodes.get_mut("db1").unwrap().netns = None;
+        record.node_mut("db1", "db").tree = Some(PathBuf::from("/s/roles/db/0123/tree"));
+        record.prune();
+        assert!(!record.is_empty(), "a node's tree is kept with its folder");
+        record.nodes.get_mut("db1").unwrap().tree = None;
         record.prune();
         assert!(record.nodes.is_empty());
+    }
+
+    #[test]
+    fn a_record_of_an_older_harness_has_no_trees() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = r#"{"cluster":"c1","lab_netns":null,"nodes":{"db1":{"role":"db",
+            "netns":"r2a-c1.db1","cgroups":[],"overlay":null,"data_disk":null,"container":null}}}"#;
+        std::fs::write(dir.path().join(RECORD_FILE), old).unwrap();
+        let record = Record::load(dir.path(), "c1").unwrap();
+        assert_eq!(record.nodes["db1"].tree, None);
+        assert_eq!(record.nodes["db1"].netns.as_deref(), Some("r2a-c1.db1"));
     }
 }

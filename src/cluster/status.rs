@@ -14,7 +14,7 @@ pub struct ClusterStatus {
     pub cluster: String,
     /// The harness's state folder.
     pub state_dir: String,
-    /// Every node of the manifest.
+    /// Every node of the manifest, then the recorded nodes it does not list.
     pub nodes: Vec<NodeStatus>,
     /// etcd's members, as one running db node sees them.
     pub etcd: Section<Vec<EtcdMember>>,
@@ -47,7 +47,10 @@ pub struct NodeStatus {
     pub name: String,
     /// Its role.
     pub role: String,
-    /// Its address in the manifest.
+    /// Whether the harness's manifest lists it (a node booted with a larger manifest of
+    /// the same cluster may not be).
+    pub in_manifest: bool,
+    /// Its address in the manifest (empty when the manifest does not list it).
     pub address: String,
     /// Whether its container runs.
     pub running: bool,
@@ -229,10 +232,15 @@ impl ClusterStatus {
             } else {
                 format!("host0 {}", node.addresses.join(" "))
             };
+            let address = if node.in_manifest {
+                node.address.as_str()
+            } else {
+                "not in the manifest"
+            };
             let _ = write!(
                 text,
-                "\n{} ({}, {}): {process}; {addresses}",
-                node.name, node.role, node.address
+                "\n{} ({}, {address}): {process}; {addresses}",
+                node.name, node.role
             );
             if let Some(system) = &node.system {
                 let _ = write!(text, "; system {system}");
@@ -409,7 +417,20 @@ mod tests {
         let status = ClusterStatus {
             cluster: "c".to_string(),
             state_dir: "/s".to_string(),
-            nodes: vec![],
+            nodes: vec![NodeStatus {
+                name: "db4".to_string(),
+                role: "db".to_string(),
+                in_manifest: false,
+                address: String::new(),
+                running: false,
+                pid: None,
+                init_pid: None,
+                addresses: vec![],
+                system: None,
+                agent: Section::Unavailable {
+                    reason: "the node is not running".to_string(),
+                },
+            }],
             etcd: Section::Unavailable {
                 reason: "no db node is running".to_string(),
             },
@@ -418,6 +439,10 @@ mod tests {
             },
         };
         let text = status.to_text();
+        assert!(
+            text.contains("db4 (db, not in the manifest): not running"),
+            "{text}"
+        );
         assert!(
             text.contains("etcd members: unavailable: no db node is running"),
             "{text}"

@@ -60,11 +60,13 @@ pub struct Member {
 }
 
 impl Member {
-    fn started(&self) -> bool {
+    /// Whether the member has started and published its client URLs.
+    pub fn started(&self) -> bool {
         !self.client_urls.is_empty()
     }
 
-    fn label(&self) -> String {
+    /// Its name, or its peer URLs while it has none.
+    pub fn label(&self) -> String {
         if self.name.is_empty() {
             self.peer_urls.join(",")
         } else {
@@ -250,7 +252,7 @@ pub fn attempt(context: &mut Context<'_>) -> anyhow::Result<Progress> {
             addresses.len()
         )));
     }
-    let local = ["https://127.0.0.1:2379".to_string()];
+    let local = local_endpoint();
     let members = member_list(context.host, &local)
         .ok_or_else(|| anyhow::anyhow!("the local etcd is healthy but lists no members"))?;
     let Some(me) = members
@@ -309,7 +311,7 @@ pub(crate) fn etcdctl_invocation(endpoints: &[String], args: &[&str]) -> Invocat
 }
 
 /// The member list from the first of `endpoints` that answers; `None` when none does.
-fn member_list(host: &mut dyn Host, endpoints: &[String]) -> Option<Vec<Member>> {
+pub(crate) fn member_list(host: &mut dyn Host, endpoints: &[String]) -> Option<Vec<Member>> {
     if endpoints.is_empty() {
         return None;
     }
@@ -345,6 +347,37 @@ pub(crate) fn peer_version_invocation(address: &str) -> Invocation {
             &url,
         ],
     )
+}
+
+/// The cluster version the local member reports (`etcdcluster` of `GET /version`).
+/// etcd settles it only once every member has started at least once; until then it
+/// says 3.0.0, and Patroni, which picks its API by it, cannot use the cluster.
+pub(crate) fn cluster_version(host: &mut dyn Host) -> Option<String> {
+    let url = "https://127.0.0.1:2379/version";
+    let curl = Invocation::new(
+        "curl",
+        [
+            "--silent",
+            "--fail",
+            "--max-time",
+            "3",
+            "--cacert",
+            CA_CERT,
+            "--cert",
+            NODE_CERT,
+            "--key",
+            NODE_KEY,
+            url,
+        ],
+    );
+    let body = host.run(&curl).ok()?;
+    let version: serde_json::Value = serde_json::from_str(&body).ok()?;
+    version["etcdcluster"].as_str().map(str::to_string)
+}
+
+/// The local client endpoint.
+pub(crate) fn local_endpoint() -> Vec<String> {
+    vec!["https://127.0.0.1:2379".to_string()]
 }
 
 /// Whether the local member reports itself healthy (it has a leader).

@@ -13,8 +13,8 @@ use anyhow::Context as _;
 use serde::Deserialize;
 
 use super::Progress;
-use super::etcd::CA_CERT;
-use crate::agent::host::Invocation;
+use super::etcd::{self, CA_CERT, Member};
+use crate::agent::host::{Host, Invocation};
 use crate::agent::root::Root;
 use crate::agent::steps::Context;
 
@@ -71,11 +71,7 @@ pub fn attempt(context: &mut Context<'_>) -> anyhow::Result<Progress> {
     );
     let body = match context.host.run(&curl) {
         Ok(body) => body,
-        Err(_) => {
-            return Ok(Progress::waiting(
-                "waiting for Patroni's REST API to answer (it starts once etcd has quorum)",
-            ));
-        }
+        Err(_) => return Ok(Progress::Waiting(why_patroni_waits(context.host))),
     };
     let member: MemberState = serde_json::from_str(&body)
         .with_context(|| format!("reading Patroni's answer to GET {url}"))?;
@@ -95,6 +91,32 @@ pub fn attempt(context: &mut Context<'_>) -> anyhow::Result<Progress> {
     } else {
         Progress::in_place(detail)
     })
+}
+
+/// Why Patroni does not answer yet. One case needs saying: etcd reports the cluster
+/// version 3.0.0 until every member of its initial cluster has started once, and
+/// Patroni cannot use such a cluster (it would take the long-gone v3alpha API), so a
+/// cluster formed by two of three seeds waits for the third.
+fn why_patroni_waits(host: &mut dyn Host) -> String {
+    let unsettled = etcd::cluster_version(host).filter(|version| version.starts_with("3.0."));
+    let Some(version) = unsettled else {
+        return "waiting for Patroni's REST API to answer".to_string();
+    };
+    let never_started: Vec<String> = etcd::member_list(host, &etcd::local_endpoint())
+        .unwrap_or_default()
+        .iter()
+        .filter(|member| !member.started())
+        .map(Member::label)
+        .collect();
+    format!(
+        "waiting for every etcd member to start once ({} not yet): etcd reports cluster \
+         version {version} until then, and Patroni needs 3.1 or later",
+        if never_started.is_empty() {
+            "some".to_string()
+        } else {
+            never_started.join(", ")
+        }
+    )
 }
 
 /// The postgres user's ids, from the image's own user database.
