@@ -69,6 +69,7 @@ done
 
 # One failover: the writer runs in portal1 and prints `ok ID TIME` or `fail TIME`.
 writer='set -a; . /etc/r2a/database.env; set +a; i=$1; rm -f /run/bench-stop
+  export PGCONNECT_TIMEOUT=2
   while [ ! -e /run/bench-stop ]; do
     if timeout 10 psql -X -q -At -c "INSERT INTO acked (id) VALUES ($i)" >/dev/null 2>&1
     then echo "ok $i $(date +%s.%N)"; i=$((i+1)); else echo "fail $(date +%s.%N)"; sleep 0.2; fi

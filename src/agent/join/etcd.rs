@@ -252,9 +252,11 @@ pub fn attempt(context: &mut Context<'_>) -> anyhow::Result<Progress> {
             addresses.len()
         )));
     }
-    let local = local_endpoint();
-    let members = member_list(context.host, &local)
-        .ok_or_else(|| anyhow::anyhow!("the local etcd is healthy but lists no members"))?;
+    // A learner serves no client request (not even the member list), so a member that
+    // just joined asks its peers.
+    let members = member_list(context.host, &local_endpoint())
+        .or_else(|| member_list(context.host, &peers))
+        .ok_or_else(|| anyhow::anyhow!("neither the local etcd nor a peer lists the members"))?;
     let Some(me) = members
         .iter()
         .find(|member| member.peer_urls.contains(&peer_url))
@@ -263,7 +265,7 @@ pub fn attempt(context: &mut Context<'_>) -> anyhow::Result<Progress> {
     };
     if me.is_learner {
         let id = format!("{:x}", me.id);
-        return match etcdctl(context.host, &local, &["member", "promote", &id]) {
+        return match etcdctl(context.host, &peers, &["member", "promote", &id]) {
             Ok(_) => Ok(Progress::changed(format!(
                 "joined as learner {id} and was promoted to a voting member of {}",
                 members.len()

@@ -141,15 +141,21 @@ fn a_learner_that_has_not_caught_up_waits_for_its_promotion() {
     let fake = identified_db1(ROLE_WITH_ETCD);
     std::fs::create_dir_all(fake.root.path("/var/lib/etcd/default/member")).unwrap();
     let mut host = joined_voter_host();
+    // A learner serves no client request: the member list and the promotion go to the
+    // peers.
     let local = ["https://127.0.0.1:2379".to_string()];
-    let list = etcdctl_invocation(&local, &["member", "list", "-w", "json"]).to_string();
-    host.forget(&list).answer(
-        &list,
+    let local_list = etcdctl_invocation(&local, &["member", "list", "-w", "json"]).to_string();
+    host.forget(&local_list).fail(
+        &local_list,
+        "Error: etcdserver: rpc not supported for learner",
+    );
+    host.answer(
+        &etcdctl(&PEERS, &["member", "list", "-w", "json"]),
         r#"{"members":[
           {"ID":17,"name":"db1","peerURLs":["https://192.168.10.11:2380"],"clientURLs":["https://192.168.10.11:2379"],"isLearner":true},
           {"ID":18,"name":"db2","peerURLs":["https://192.168.10.12:2380"],"clientURLs":["https://192.168.10.12:2379"]}]}"#,
     );
-    let promote = etcdctl_invocation(&local, &["member", "promote", "11"]).to_string();
+    let promote = etcdctl(&PEERS, &["member", "promote", "11"]);
     host.fail(
         &promote,
         "Error: etcdserver: can only promote a learner member which is in sync with leader",

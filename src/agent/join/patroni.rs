@@ -35,16 +35,22 @@ pub struct MemberState {
     /// The timeline PostgreSQL is on.
     #[serde(default)]
     pub timeline: Option<u64>,
+    /// A replica's WAL receiver: `streaming` once it follows the primary.
+    #[serde(default)]
+    pub replication_state: Option<String>,
 }
 
 impl MemberState {
-    /// Whether PostgreSQL runs in a role Patroni has settled on.
+    /// Whether PostgreSQL runs in a role Patroni has settled on: the primary running,
+    /// or a replica running and streaming from it.
     pub fn is_settled(&self) -> bool {
+        let streaming = self.replication_state.as_deref() == Some("streaming");
         self.state == "running"
-            && matches!(
-                self.role.as_str(),
-                "primary" | "master" | "replica" | "standby_leader"
-            )
+            && match self.role.as_str() {
+                "primary" | "master" | "standby_leader" => true,
+                "replica" => streaming,
+                _ => false,
+            }
     }
 }
 
@@ -77,13 +83,25 @@ pub fn attempt(context: &mut Context<'_>) -> anyhow::Result<Progress> {
         .with_context(|| format!("reading Patroni's answer to GET {url}"))?;
     if !member.is_settled() {
         return Ok(Progress::waiting(format!(
-            "waiting for PostgreSQL under Patroni: state `{}`, role `{}`",
-            member.state, member.role
+            "waiting for PostgreSQL under Patroni: state `{}`, role `{}`{}",
+            member.state,
+            member.role,
+            member
+                .replication_state
+                .as_deref()
+                .map_or(String::new(), |replication| format!(
+                    ", replication `{replication}`"
+                ))
         )));
     }
     let detail = format!(
-        "PostgreSQL 17 runs as {} under Patroni (timeline {})",
+        "PostgreSQL 17 runs as {}{} under Patroni (timeline {})",
         member.role,
+        if member.role == "replica" {
+            ", streaming"
+        } else {
+            ""
+        },
         member.timeline.map_or("?".to_string(), |t| t.to_string())
     );
     Ok(if changed {
@@ -168,7 +186,15 @@ mod tests {
         let cases = [
             (r#"{"state":"running","role":"primary","timeline":1}"#, true),
             (r#"{"state":"running","role":"master"}"#, true),
-            (r#"{"state":"running","role":"replica"}"#, true),
+            (
+                r#"{"state":"running","role":"replica","replication_state":"streaming"}"#,
+                true,
+            ),
+            (r#"{"state":"running","role":"replica"}"#, false),
+            (
+                r#"{"state":"running","role":"replica","replication_state":"in archive recovery"}"#,
+                false,
+            ),
             (r#"{"state":"starting","role":"replica"}"#, false),
             (
                 r#"{"state":"creating replica","role":"uninitialized"}"#,

@@ -1,0 +1,716 @@
+//! The db cluster of the test manifest, formed by the agents themselves in the cluster
+//! harness (one container per node, on the harness's own bridge): etcd, Patroni and
+//! PostgreSQL 17 over TLS, with portal1 as the client behind its HAProxy. One cluster
+//! serves every assertion, in the order a cluster lives: a late member, the formed
+//! cluster, TLS, a second agent run, a hard kill and a clean stop of the leader under
+//! writes, a wiped member, two members added to the manifest, the secrets, and `down`.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use r2a::cluster::Harness;
+use r2a::manifest::Cluster;
+use r2a::project::{Project, SecretsMode};
+use support::{fixture, processes_mentioning, repo, run_image_tool};
+
+const JOIN_LIMIT: Duration = Duration::from_secs(300);
+const DB: [&str; 3] = ["db1", "db2", "db3"];
+const PATRONI_LIST: &str = "patronictl -c /etc/patroni/config.yml list -f json";
+const ETCDCTL: &str = "etcdctl --endpoints=https://127.0.0.1:2379 --cacert=/etc/r2a/tls/ca.crt \
+                       --cert=/etc/r2a/tls/node.crt --key=/etc/r2a/tls/node.key";
+
+/// Takes the cluster down when the test ends, also when it fails.
+struct Lab(Harness);
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        if let Err(error) = self.0.down() {
+            eprintln!("taking the test cluster down failed: {error:#}");
+        }
+    }
+}
+
+#[test]
+fn the_db_cluster_forms_itself_fails_over_without_losing_a_commit_and_grows() {
+    let fx = fixture();
+    let project = Project::load(&repo(), &fx.manifest, SecretsMode::ReadOnly).unwrap();
+    let state = Path::new(env!("CARGO_TARGET_TMPDIR")).join("r2a-cluster-state");
+    let harness = Harness::new(&project.cluster, &fx.out, &state).unwrap();
+    harness.down().unwrap();
+    let lab = Lab(harness);
+    let h = &lab.0;
+
+    a_member_started_a_minute_late_still_forms_the_cluster(h);
+    the_cluster_has_three_voters_a_leader_and_a_synchronous_replica(h);
+    the_client_reaches_the_primary_and_a_replica_through_haproxy(h);
+    tls_is_required_everywhere(h);
+    running_the_agent_again_changes_nothing(h);
+    ok(
+        h,
+        "portal1",
+        &client("CREATE TABLE acked (id integer PRIMARY KEY)", 5000),
+    );
+    let next = failover_loses_no_acknowledged_commit(h, Halt::Kill, 1);
+    failover_loses_no_acknowledged_commit(h, Halt::CleanStop, next);
+    a_member_whose_etcd_data_was_wiped_joins_again(h);
+    let grown = two_members_added_to_the_manifest_join_as_learners_and_vote(h, fx);
+    // The grown manifest's harness knows every node, db4 and db5 too.
+    no_secret_reaches_a_log_a_seed_or_a_public_artifact(&grown, fx);
+
+    grown.down().unwrap();
+    lab.0.down().unwrap();
+    assert!(
+        processes_mentioning(state.to_str().unwrap()).is_empty(),
+        "no container process is left"
+    );
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(
+        !mounts.contains(state.to_str().unwrap()),
+        "no mount is left"
+    );
+    let namespaces = command_output("ip", &["netns", "list"]);
+    assert!(!namespaces.contains("r2a-test"), "{namespaces}");
+}
+
+/// db1, db2 and the client boot; db3 a minute later. The first two have etcd quorum
+/// and their members are healthy; Patroni waits for the third (etcd settles its cluster
+/// version only once every initial member has started) and says so; then db3 joins and
+/// the cluster forms.
+fn a_member_started_a_minute_late_still_forms_the_cluster(h: &Harness) {
+    let started = Instant::now();
+    h.up(&["db1", "db2", "portal1"]).unwrap();
+    for node in ["db1", "db2"] {
+        h.wait_booted(node, JOIN_LIMIT).unwrap();
+        wait_until(
+            JOIN_LIMIT,
+            &format!("{node}'s etcd member and Patroni's wait"),
+            || {
+                let steps = join_steps(h, node);
+                let etcd_done = steps[0].1 == "done";
+                let patroni_waits = steps[1].1 == "waiting" && steps[1].2.contains("db3 not yet");
+                (etcd_done && patroni_waits).then_some(())
+            },
+        );
+    }
+    std::thread::sleep(Duration::from_secs(60).saturating_sub(started.elapsed()));
+    assert!(!h.is_running("db3").unwrap());
+    h.up(&["db3"]).unwrap();
+    wait_joined(h, &DB);
+    println!("cluster formed {:.0?} after up", started.elapsed());
+}
+
+fn the_cluster_has_three_voters_a_leader_and_a_synchronous_replica(h: &Harness) {
+    let members = etcd_members(h, "db2");
+    assert_eq!(members.len(), 3, "{members:?}");
+    assert!(members.iter().all(|m| !m.learner), "{members:?}");
+    // The primary names its synchronous standby in its next loop once replicas stream.
+    let patroni = wait_until(Duration::from_secs(60), "a synchronous standby", || {
+        let members = patroni_members(h, "db3");
+        members
+            .iter()
+            .any(|m| m.role == "Sync Standby")
+            .then_some(members)
+    });
+    let roles: Vec<&str> = patroni.iter().map(|m| m.role.as_str()).collect();
+    assert_eq!(count(&roles, "Leader"), 1, "{patroni:?}");
+    assert_eq!(count(&roles, "Sync Standby"), 1, "{patroni:?}");
+    assert_eq!(count(&roles, "Replica"), 1, "{patroni:?}");
+    for member in patroni.iter().filter(|m| m.role != "Leader") {
+        assert_eq!(member.state, "streaming", "{patroni:?}");
+    }
+    let leader = leader(h);
+    let in_recovery = ok(
+        h,
+        &leader,
+        "runuser -u postgres -- psql -X -At -c 'SELECT pg_is_in_recovery()'",
+    );
+    assert_eq!(in_recovery.trim(), "f");
+    let version = ok(
+        h,
+        &leader,
+        "runuser -u postgres -- psql -X -At -c 'SELECT max(version) FROM r2a_schema_version'",
+    );
+    assert_eq!(version.trim(), "2");
+}
+
+fn the_client_reaches_the_primary_and_a_replica_through_haproxy(h: &Harness) {
+    let sql = "SELECT pg_is_in_recovery(), inet_server_addr(), current_setting('ssl')";
+    let primary = ok(h, "portal1", &client(sql, 5000));
+    let leader_address = address_of(h, &leader(h));
+    assert_eq!(primary.trim(), format!("f|{leader_address}|on"));
+    let replica = ok(h, "portal1", &client(sql, 5001));
+    assert!(replica.starts_with("t|"), "{replica}");
+    let env = ok(h, "portal1", "cat /etc/r2a/database.env");
+    assert!(env.contains("PGSSLMODE=verify-full"), "{env}");
+    // The pool tables the telephony nodes register in exist in the application database.
+    let tables = ok(
+        h,
+        "portal1",
+        &client("SELECT count(*) FROM telephony_nodes, dispatcher", 5000),
+    );
+    assert_eq!(tables.trim(), "0");
+}
+
+fn tls_is_required_everywhere(h: &Harness) {
+    let db1 = address_of(h, "db1");
+    let stranger = rcgen::generate_simple_self_signed(vec!["intruder".to_string()]).unwrap();
+    let portal_root = h.state_dir().join("nodes/portal1/root/root");
+    std::fs::write(portal_root.join("stranger.crt"), stranger.cert.pem()).unwrap();
+    std::fs::write(
+        portal_root.join("stranger.key"),
+        stranger.signing_key.serialize_pem(),
+    )
+    .unwrap();
+    let curl = "curl --silent --show-error --max-time 5";
+    let ca = "--cacert /etc/r2a/tls/ca.crt";
+    let own = "--cert /etc/r2a/tls/node.crt --key /etc/r2a/tls/node.key";
+    // etcd: plain HTTP gets no answer, TLS without a client certificate or with one of
+    // another CA is refused; the node's own certificate is let in.
+    let plain = run(h, "portal1", &format!("{curl} http://{db1}:2379/health"));
+    assert!(!stdout(&plain).contains("health"), "{plain:?}");
+    let anonymous = run(
+        h,
+        "portal1",
+        &format!("{curl} {ca} https://{db1}:2379/health"),
+    );
+    assert!(!anonymous.status.success(), "{anonymous:?}");
+    let foreign = format!(
+        "{curl} {ca} --cert /root/stranger.crt --key /root/stranger.key https://{db1}:2379/health"
+    );
+    let foreign = run(h, "portal1", &foreign);
+    assert!(!foreign.status.success(), "{foreign:?}");
+    let member = ok(
+        h,
+        "db2",
+        &format!("{curl} {ca} {own} https://{db1}:2379/health"),
+    );
+    assert!(member.contains("\"health\":\"true\""), "{member}");
+    // etcd's peer port wants a member's certificate too.
+    let peer = run(
+        h,
+        "portal1",
+        &format!("{curl} {ca} https://{db1}:2380/members"),
+    );
+    assert!(!peer.status.success(), "{peer:?}");
+    // Patroni's REST API speaks HTTPS only.
+    let plain = run(h, "portal1", &format!("{curl} http://{db1}:8008/patroni"));
+    assert!(!stdout(&plain).contains("\"state\""), "{plain:?}");
+    let https = ok(
+        h,
+        "portal1",
+        &format!("{curl} {ca} https://{db1}:8008/patroni"),
+    );
+    assert!(https.contains("\"state\""), "{https}");
+    // PostgreSQL: no plain connection from the network; TLS with the server verified.
+    let direct = |sslmode: &str| {
+        format!(
+            "set -a; . /etc/r2a/database.env; set +a; PGSSLMODE={sslmode} PGHOST={db1} \
+             PGPORT=5432 psql -X -At -c 'SELECT current_setting($$ssl$$)'"
+        )
+    };
+    let plain = run(h, "portal1", &direct("disable"));
+    assert!(!plain.status.success(), "{plain:?}");
+    assert!(stderr(&plain).contains("no encryption"), "{plain:?}");
+    let verified = ok(h, "portal1", &direct("verify-full"));
+    assert_eq!(verified.trim(), "on");
+}
+
+/// `r2a-node firstboot` and `r2a-node join` again on every node: no unit restarted, no
+/// file written.
+fn running_the_agent_again_changes_nothing(h: &Harness) {
+    let script = "units='etcd.service patroni.service haproxy.service'
+        props=ActiveEnterTimestampMonotonic,NRestarts,InvocationID
+        before=$(systemctl show --property=$props $units)
+        touch /run/r2a-test-stamp; sleep 1.1
+        r2a-node firstboot >/dev/null
+        r2a-node join --once >/dev/null
+        after=$(systemctl show --property=$props $units)
+        [ \"$before\" = \"$after\" ] || { echo \"units changed: $before / $after\"; exit 1; }
+        for dir in /etc /var/lib/r2a /usr/lib/r2a; do
+            [ ! -d $dir ] || find $dir -newer /run/r2a-test-stamp -type f
+        done";
+    for node in ["db1", "db2", "db3", "portal1"] {
+        let written = ok(h, node, script);
+        assert_eq!(written.trim(), "", "{node}: the second run wrote files");
+    }
+}
+
+/// How the leader goes away.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Halt {
+    /// SIGKILL of the container: Patroni keeps its leader key until the ttl.
+    Kill,
+    /// A clean poweroff: Patroni hands the key over.
+    CleanStop,
+}
+
+/// A client commits one row per transaction through HAProxy while the leader goes
+/// away; writes resume on a new leader that holds every acknowledged row, and the old
+/// leader, started again, comes back as a replica. Returns the next free row id.
+fn failover_loses_no_acknowledged_commit(h: &Harness, halt: Halt, first_id: u64) -> u64 {
+    let old = leader(h);
+    let writer = Writer::start(h, first_id);
+    writer.wait_for_acks(20, Duration::from_secs(60));
+    let halted_at = Instant::now();
+    match halt {
+        Halt::Kill => h.kill(&old).unwrap(),
+        Halt::CleanStop => h.stop(&old, Duration::from_secs(120)).unwrap(),
+    }
+    writer.wait_for_acks_after(halted_at, 20, Duration::from_secs(120));
+    let (acked, outage) = writer.stop(h, halted_at);
+    println!("{halt:?} of {old}: writes resumed after {outage:.1?}");
+    let survivor = DB.iter().find(|node| **node != old).unwrap();
+    let new = leader_seen_from(h, survivor);
+    assert_ne!(new, old, "a new leader is elected");
+    let stored: BTreeSet<u64> = ok(h, "portal1", &client("SELECT id FROM acked", 5000))
+        .lines()
+        .map(|line| line.trim().parse().unwrap())
+        .collect();
+    let lost: Vec<&u64> = acked.iter().filter(|id| !stored.contains(id)).collect();
+    assert!(
+        lost.is_empty(),
+        "acknowledged rows lost after {halt:?}: {lost:?}"
+    );
+    h.start(&old).unwrap();
+    wait_until(
+        JOIN_LIMIT,
+        &format!("{old} back as a streaming replica"),
+        || {
+            let members = patroni_members(h, &new);
+            members
+                .iter()
+                .any(|m| m.name == old && m.role != "Leader" && m.state == "streaming")
+                .then_some(())
+        },
+    );
+    wait_joined(h, &DB);
+    acked.iter().max().map_or(first_id, |last| last + 1)
+}
+
+/// A member's etcd data is wiped while it is down: at its next boot the agent removes
+/// its stale entry and it joins again, as a new member.
+fn a_member_whose_etcd_data_was_wiped_joins_again(h: &Harness) {
+    let leader = leader(h);
+    let node = DB.iter().copied().find(|n| *n != leader).unwrap();
+    let old_id = etcd_members(h, &leader)
+        .into_iter()
+        .find(|m| m.name == node)
+        .unwrap()
+        .id;
+    h.stop(node, Duration::from_secs(120)).unwrap();
+    let data = h
+        .state_dir()
+        .join("nodes")
+        .join(node)
+        .join("upper/var/lib/etcd/default");
+    assert!(data.join("member").is_dir(), "{}", data.display());
+    std::fs::remove_dir_all(&data).unwrap();
+    h.start(node).unwrap();
+    wait_joined(h, &[node]);
+    let members = etcd_members(h, &leader);
+    let again = members.iter().find(|m| m.name == node).unwrap();
+    assert_ne!(again.id, old_id, "{members:?}");
+    assert!(!again.learner, "{members:?}");
+    assert_eq!(members.len(), 3, "{members:?}");
+}
+
+/// db4 and db5 are added to the manifest and the db image is built again; started
+/// together on the running cluster, they join one at a time as learners and become
+/// voters. Returns the harness of the grown manifest (it knows the new nodes).
+fn two_members_added_to_the_manifest_join_as_learners_and_vote(
+    h: &Harness,
+    fx: &support::Fixture,
+) -> Harness {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("r2a-cluster-grown");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let manifest = dir.join("cluster.toml");
+    let mut text = std::fs::read_to_string(&fx.manifest).unwrap();
+    for (name, address) in [("db4", "10.77.0.14"), ("db5", "10.77.0.15")] {
+        text.push_str(&format!(
+            "\n[[nodes]]\nname = \"{name}\"\nrole = \"db\"\naddress = \"{address}\"\n"
+        ));
+    }
+    std::fs::write(&manifest, text).unwrap();
+    let secrets = fx.manifest.with_file_name("cluster.secrets.toml");
+    std::fs::copy(&secrets, dir.join("cluster.secrets.toml")).unwrap();
+    let status = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(fx.manifest.with_file_name("vendor"))
+        .arg(&dir)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let out = dir.join("out");
+    let build = run_image_tool(
+        &[
+            "build",
+            manifest.to_str().unwrap(),
+            "--role",
+            "db",
+            "--format",
+            "tar",
+            "--out",
+            out.to_str().unwrap(),
+            "--cache",
+            fx.cache.to_str().unwrap(),
+            "--agent",
+            env!("CARGO_BIN_EXE_r2a-node"),
+        ],
+        None,
+    );
+    assert!(build.status.success(), "{}", build.stderr);
+    let cluster = Cluster::load(&manifest, &project_roles()).unwrap();
+    let grown = Harness::new(&cluster, &out, h.state_dir()).unwrap();
+    grown.up(&["db4", "db5"]).unwrap();
+    wait_joined(&grown, &["db4", "db5"]);
+    let members = etcd_members(&grown, "db1");
+    let names: BTreeSet<&str> = members.iter().map(|m| m.name.as_str()).collect();
+    assert_eq!(names, BTreeSet::from(["db1", "db2", "db3", "db4", "db5"]));
+    assert!(members.iter().all(|m| !m.learner), "{members:?}");
+    let details: Vec<String> = ["db4", "db5"]
+        .iter()
+        .map(|node| join_steps(&grown, node)[0].2.clone())
+        .collect();
+    assert!(
+        details
+            .iter()
+            .all(|d| d.contains("promoted to a voting member")),
+        "both joined as learners: {details:?}"
+    );
+    assert_eq!(patroni_members(&grown, "db5").len(), 5);
+    grown
+}
+
+/// Every cluster secret and private key, searched in what may be read by others: the
+/// consoles and journals of every node, the seeds, the build's records; the images that
+/// carry secrets are 0600, and the CA's key is in no image at all.
+fn no_secret_reaches_a_log_a_seed_or_a_public_artifact(h: &Harness, fx: &support::Fixture) {
+    let secrets = fx.secrets();
+    let mut leaks = Vec::new();
+    let mut search = |what: String, bytes: &[u8]| {
+        for name in secrets.found_in(bytes) {
+            leaks.push(format!("{name} in {what}"));
+        }
+    };
+    for entry in std::fs::read_dir(h.state_dir().join("nodes")).unwrap() {
+        let node = entry.unwrap().path();
+        search(
+            node.join("console.log").display().to_string(),
+            &std::fs::read(node.join("console.log")).unwrap_or_default(),
+        );
+        for file in ["meta-data", "user-data", "network-config"] {
+            let seed = node.join("upper/var/lib/cloud/seed/nocloud").join(file);
+            search(
+                seed.display().to_string(),
+                &std::fs::read(&seed).unwrap_or_default(),
+            );
+        }
+    }
+    for node in ["db1", "db2", "db3", "db4", "db5", "portal1"] {
+        if h.is_running(node).unwrap_or(false) {
+            let journal = run(h, node, "journalctl --no-pager --output=cat");
+            search(format!("the journal of {node}"), &journal.stdout);
+        }
+    }
+    let cluster_out = fx.cluster_out();
+    for file in ["manifest.json", "SHA256SUMS"] {
+        let path = cluster_out.join(file);
+        search(path.display().to_string(), &std::fs::read(&path).unwrap());
+    }
+    assert!(leaks.is_empty(), "secrets found: {leaks:?}");
+    for role in ["db", "portal"] {
+        let tarball = cluster_out.join(role).join("rootfs.tar.gz");
+        let mode = std::fs::metadata(&tarball).unwrap().permissions();
+        assert_eq!(
+            std::os::unix::fs::PermissionsExt::mode(&mode) & 0o077,
+            0,
+            "{} holds secrets and must be private",
+            tarball.display()
+        );
+    }
+    let ca_key = secrets
+        .values()
+        .find(|(name, _)| *name == "pki.ca.key")
+        .map(|(_, value)| value.expose().to_string())
+        .expect("the CA key is among the secrets");
+    let key_line = ca_key
+        .lines()
+        .find(|line| !line.starts_with("-----") && line.len() > 20)
+        .unwrap()
+        .to_string();
+    let image = cluster_out.join("db/rootfs.tar.gz");
+    let found = std::process::Command::new("sh")
+        .arg("-c")
+        .arg("zcat \"$1\" | grep -c -F -e \"$2\" || true")
+        .arg("sh")
+        .arg(&image)
+        .arg(&key_line)
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&found.stdout).trim(),
+        "0",
+        "the CA's private key is in the db image"
+    );
+}
+
+/// A client that commits one row per transaction through HAProxy, in portal1.
+struct Writer {
+    child: Child,
+    acks: Arc<Mutex<Vec<(u64, Instant)>>>,
+    failures: Arc<Mutex<Vec<Instant>>>,
+    reader: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Writer {
+    fn start(h: &Harness, first_id: u64) -> Writer {
+        let script = format!(
+            "set -a; . /etc/r2a/database.env; set +a; rm -f /run/r2a-test-stop; i={first_id}
+             # Retried every few tenths of a second, each attempt given up after 2 s.
+             export PGCONNECT_TIMEOUT=2
+             while [ ! -e /run/r2a-test-stop ]; do
+               if timeout 10 psql -X -q -At -c \"INSERT INTO acked (id) VALUES ($i) RETURNING id\" \
+                    >/dev/null 2>&1; then echo \"ok $i\"; i=$((i+1)); else echo fail; sleep 0.2; fi
+             done"
+        );
+        let mut child = h
+            .exec_command("portal1", &["sh", "-c", &script])
+            .unwrap()
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let acks = Arc::new(Mutex::new(Vec::new()));
+        let failures = Arc::new(Mutex::new(Vec::new()));
+        let stdout = child.stdout.take().unwrap();
+        let (acks_in, failures_in) = (acks.clone(), failures.clone());
+        let reader = std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                match line.strip_prefix("ok ") {
+                    Some(id) => acks_in
+                        .lock()
+                        .unwrap()
+                        .push((id.trim().parse().unwrap(), Instant::now())),
+                    None => failures_in.lock().unwrap().push(Instant::now()),
+                }
+            }
+        });
+        Writer {
+            child,
+            acks,
+            failures,
+            reader: Some(reader),
+        }
+    }
+
+    fn wait_for_acks(&self, count: usize, limit: Duration) {
+        wait_until(limit, &format!("{count} acknowledged commits"), || {
+            (self.acks.lock().unwrap().len() >= count).then_some(())
+        });
+    }
+
+    fn wait_for_acks_after(&self, since: Instant, count: usize, limit: Duration) {
+        wait_until(limit, "writes to resume on a new leader", || {
+            let acks = self.acks.lock().unwrap();
+            (acks.iter().filter(|(_, at)| *at > since).count() >= count).then_some(())
+        });
+    }
+
+    /// Stops the client; returns every acknowledged id and how long writes stopped.
+    fn stop(mut self, h: &Harness, halted_at: Instant) -> (Vec<u64>, Duration) {
+        ok(h, "portal1", "touch /run/r2a-test-stop");
+        let _ = self.child.wait();
+        if let Some(reader) = self.reader.take() {
+            reader.join().unwrap();
+        }
+        let acks = self.acks.lock().unwrap();
+        let failures = self.failures.lock().unwrap();
+        // Writes are back with the first commit after the last failed attempt.
+        let last_failure = failures.iter().filter(|at| **at > halted_at).max().copied();
+        let outage = match last_failure {
+            None => Duration::ZERO,
+            Some(last_failure) => acks
+                .iter()
+                .map(|(_, at)| *at)
+                .filter(|at| *at > last_failure)
+                .min()
+                .map_or(Duration::MAX, |back| back.duration_since(halted_at)),
+        };
+        (acks.iter().map(|(id, _)| *id).collect(), outage)
+    }
+}
+
+#[derive(Debug)]
+struct PatroniMember {
+    name: String,
+    role: String,
+    state: String,
+}
+
+#[derive(Debug)]
+struct EtcdMember {
+    id: u64,
+    name: String,
+    learner: bool,
+}
+
+fn patroni_members(h: &Harness, node: &str) -> Vec<PatroniMember> {
+    let text = ok(h, node, PATRONI_LIST);
+    let list: Vec<serde_json::Value> = serde_json::from_str(&text).unwrap();
+    list.iter()
+        .map(|m| PatroniMember {
+            name: m["Member"].as_str().unwrap_or_default().to_string(),
+            role: m["Role"].as_str().unwrap_or_default().to_string(),
+            state: m["State"].as_str().unwrap_or_default().to_string(),
+        })
+        .collect()
+}
+
+fn etcd_members(h: &Harness, node: &str) -> Vec<EtcdMember> {
+    let text = ok(h, node, &format!("{ETCDCTL} member list -w json"));
+    let list: serde_json::Value = serde_json::from_str(&text).unwrap();
+    list["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| EtcdMember {
+            id: m["ID"].as_u64().unwrap(),
+            name: m["name"].as_str().unwrap_or_default().to_string(),
+            learner: m["isLearner"].as_bool().unwrap_or(false),
+        })
+        .collect()
+}
+
+/// The Patroni leader, as every running db node sees it once they agree.
+fn leader(h: &Harness) -> String {
+    let running: Vec<&str> = DB
+        .iter()
+        .copied()
+        .filter(|n| h.is_running(n).unwrap())
+        .collect();
+    leader_seen_from(h, running[0])
+}
+
+fn leader_seen_from(h: &Harness, node: &str) -> String {
+    wait_until(Duration::from_secs(120), "a Patroni leader", || {
+        patroni_members(h, node)
+            .into_iter()
+            .find(|m| m.role == "Leader" && m.state == "running")
+            .map(|m| m.name)
+    })
+}
+
+/// Join steps as (step, state, detail).
+type JoinSteps = Vec<(String, String, String)>;
+
+/// The join steps of a node.
+fn join_steps(h: &Harness, node: &str) -> JoinSteps {
+    let text = ok(h, node, "r2a-node status --json");
+    let status: serde_json::Value = serde_json::from_str(&text).unwrap();
+    status["join"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|step| {
+            let field = |name: &str| step[name].as_str().unwrap_or_default().to_string();
+            (field("step"), field("state"), field("detail"))
+        })
+        .collect()
+}
+
+/// Waits until every join step of `nodes` is done.
+fn wait_joined(h: &Harness, nodes: &[&str]) {
+    for node in nodes {
+        h.wait_booted(node, JOIN_LIMIT).unwrap();
+    }
+    let deadline = Instant::now() + JOIN_LIMIT;
+    loop {
+        let pending: Vec<(String, JoinSteps)> = nodes
+            .iter()
+            .map(|node| (node.to_string(), join_steps(h, node)))
+            .filter(|(_, steps)| steps.is_empty() || steps.iter().any(|s| s.1 != "done"))
+            .collect();
+        if pending.is_empty() {
+            return;
+        }
+        if Instant::now() > deadline {
+            let consoles: Vec<String> = nodes.iter().map(|n| h.console_tail(n, 30)).collect();
+            panic!(
+                "join steps not done after {JOIN_LIMIT:?}: {pending:#?}\n{}",
+                consoles.join("\n---\n")
+            );
+        }
+        std::thread::sleep(Duration::from_secs(2));
+    }
+}
+
+fn wait_until<T>(limit: Duration, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "waited {limit:?} for {what}");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// psql through portal1's HAProxy (`port` 5000: the primary, 5001: a replica) with the
+/// application's settings.
+fn client(sql: &str, port: u16) -> String {
+    format!(
+        "set -a; . /etc/r2a/database.env; set +a; PGPORT={port} timeout 30 psql -X -At -c \"{sql}\""
+    )
+}
+
+fn address_of(h: &Harness, node: &str) -> String {
+    h.cluster().node(node).unwrap().address.to_string()
+}
+
+fn project_roles() -> r2a::role::RoleSet {
+    r2a::role::RoleSet::load(&repo().join("roles")).unwrap()
+}
+
+fn run(h: &Harness, node: &str, script: &str) -> Output {
+    h.exec(node, &["sh", "-c", script]).unwrap()
+}
+
+fn ok(h: &Harness, node: &str, script: &str) -> String {
+    let output = run(h, node, script);
+    assert!(
+        output.status.success(),
+        "`{script}` failed on {node}: {}{}",
+        stdout(&output),
+        stderr(&output)
+    );
+    stdout(&output)
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+fn count(items: &[&str], wanted: &str) -> usize {
+    items.iter().filter(|item| **item == wanted).count()
+}
+
+fn command_output(program: &str, args: &[&str]) -> String {
+    let output = std::process::Command::new(program)
+        .args(args)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
