@@ -70,6 +70,9 @@ impl NodeTls {
 pub struct TlsContext<'a> {
     /// PEM of the cluster CA's certificate.
     pub ca_cert: &'a str,
+    /// The first 16 hex digits of the CA certificate's sha256: public, and unique to the
+    /// cluster because the CA's key is random (etcd's initial cluster token).
+    pub ca_id: String,
     /// PEM of the rendered node's certificate.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub node_cert: Option<&'a str>,
@@ -220,6 +223,7 @@ impl Pki {
         };
         Ok(TlsContext {
             ca_cert: &ca.cert,
+            ca_id: crate::hash::sha256_hex(ca.cert.as_bytes())[..16].to_string(),
             node_cert: own.map(|tls| tls.cert.as_str()),
             node_key: own.map(|tls| tls.key.expose()),
         })
