@@ -61,10 +61,12 @@ wait_for 60 sql "SELECT 1"
 formed=$(echo "$(date +%s.%N) - $start" | bc)
 sql "CREATE TABLE IF NOT EXISTS acked (id integer PRIMARY KEY)" >/dev/null
 
+# Memory per container: the resident memory of every process in it (hosts with the
+# memory controller on cgroup v1 have no per-container figure in the unified tree).
 memory=()
 for node in db1 db2 db3 portal1; do
-  file=$(find /sys/fs/cgroup -path "*r2a-cluster/r2a-bench/$node/memory.current" 2>/dev/null | head -1)
-  memory+=("$node $(( $(cat "${file:-/dev/null}" 2>/dev/null || echo 0) / 1048576 )) MB")
+  kib=$("${cluster[@]}" exec "$node" -- ps -e -o rss= | awk '{sum += $1} END {print sum + 0}')
+  memory+=("$node $(( kib / 1024 )) MB")
 done
 
 # One failover: the writer runs in portal1 and prints `ok ID TIME` or `fail TIME`.

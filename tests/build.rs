@@ -186,25 +186,46 @@ fn the_rendered_configs_pass_the_real_programs_inside_the_images() {
     );
     in_image(db.path(), "nft -c -f /etc/nftables.conf");
     // Patroni's validator connects to every etcd host: run the three etcd members from
-    // their own rendered files, on loopback addresses inside the check's namespace. All
-    // three share that namespace, so each gives up the 127.0.0.1 listeners a real node has.
+    // their own rendered files and certificates (mutual TLS), on loopback addresses inside
+    // the check's namespace. All three share that namespace, so each gives up the
+    // 127.0.0.1 listeners a real node has and reads its certificate from its own tree.
+    // A connection to a member leaves from that member's own address there, which etcd's
+    // peer authentication refuses, so the peers talk plain HTTP here; the clients (etcdctl,
+    // Patroni) use mutual TLS. The cluster test checks peer TLS between real nodes.
     let mut script = String::from("ip link set lo up\n");
     for (node, address) in [
         ("db1", "10.77.0.11"),
         ("db2", "10.77.0.12"),
         ("db3", "10.77.0.13"),
     ] {
+        let tls = format!("/usr/lib/r2a/nodes/{node}/etc/r2a/tls");
         script.push_str(&format!(
-            "ip addr add {address}/32 dev lo\n(set -a; . /usr/lib/r2a/nodes/{node}/etc/default/etcd; ETCD_DATA_DIR=/tmp/etcd-{node}; ETCD_LISTEN_CLIENT_URLS=http://{address}:2379; ETCD_LISTEN_METRICS_URLS=http://{address}:2381; exec etcd) >/tmp/etcd-{node}.log 2>&1 &\n"
+            "ip addr add {address}/32 dev lo\n(set -a; . /usr/lib/r2a/nodes/{node}/etc/default/etcd; \
+             ETCD_DATA_DIR=/tmp/etcd-{node}; ETCD_LISTEN_CLIENT_URLS=https://{address}:2379; \
+             ETCD_LISTEN_METRICS_URLS=http://{address}:2381; \
+             ETCD_CERT_FILE={tls}/etcd.crt; ETCD_KEY_FILE={tls}/etcd.key; \
+             ETCD_LISTEN_PEER_URLS=http://{address}:2380; \
+             ETCD_INITIAL_ADVERTISE_PEER_URLS=http://{address}:2380; \
+             ETCD_INITIAL_CLUSTER=db1=http://10.77.0.11:2380,db2=http://10.77.0.12:2380,db3=http://10.77.0.13:2380; \
+             ETCD_PEER_CLIENT_CERT_AUTH=false; ETCD_PEER_TRUSTED_CA_FILE=; \
+             ETCD_PEER_CERT_FILE=; ETCD_PEER_KEY_FILE=; \
+             exec etcd) >/tmp/etcd-{node}.log 2>&1 &\n"
         ));
     }
-    script.push_str("for i in $(seq 50); do etcdctl --endpoints=http://10.77.0.11:2379,http://10.77.0.12:2379,http://10.77.0.13:2379 endpoint health >/dev/null 2>&1 && break; sleep 0.2; done\n");
-    script.push_str(
-        "etcdctl --endpoints=http://10.77.0.11:2379 member list | grep -c started | grep -qx 3 || { tail -n 5 /tmp/etcd-*.log; exit 1; }\n",
-    );
+    let etcdctl = "etcdctl --cacert=/etc/r2a/tls/ca.crt \
+                   --cert=/usr/lib/r2a/nodes/db1/etc/r2a/tls/node.crt \
+                   --key=/usr/lib/r2a/nodes/db1/etc/r2a/tls/node.key";
+    script.push_str(&format!("for i in $(seq 50); do {etcdctl} --endpoints=https://10.77.0.11:2379,https://10.77.0.12:2379,https://10.77.0.13:2379 endpoint health >/dev/null 2>&1 && break; sleep 0.2; done\n"));
+    script.push_str(&format!(
+        "{etcdctl} --endpoints=https://10.77.0.11:2379 member list | grep -c started | grep -qx 3 || {{ tail -n 5 /tmp/etcd-*.log; exit 1; }}\n",
+    ));
     script.push_str("install -d -o postgres -g postgres -m 700 /var/lib/postgresql/17/main\n");
     for node in ["db1", "db2", "db3"] {
-        script.push_str(&format!("runuser -u postgres -- patroni --validate-config /usr/lib/r2a/nodes/{node}/etc/patroni/config.yml\n"));
+        // The node's certificates where its config names them, as its agent installs them.
+        script.push_str(&format!(
+            "cp -a /usr/lib/r2a/nodes/{node}/etc/r2a/tls/. /etc/r2a/tls/\n\
+             runuser -u postgres -- patroni --validate-config /usr/lib/r2a/nodes/{node}/etc/patroni/config.yml\n"
+        ));
     }
     in_image(db.path(), &script);
     // The seeds r2a-image writes pass cloud-init's own schema checks, in the image's cloud-init.
