@@ -16,7 +16,7 @@ use r2a::agent::status::State;
 use r2a::cluster::Harness;
 use r2a::cluster::status::{AgentStatus, AgentStep};
 use r2a::project::{Project, SecretsMode};
-use support::{fixture, repo};
+use support::{Lab, fixture, repo};
 
 const NODE: &str = "db2";
 const BOOT_LIMIT: Duration = Duration::from_secs(300);
@@ -36,17 +36,6 @@ const COMMON_STEPS: [&str; 7] = [
     "data-disk",
     "grow-root",
 ];
-
-/// Takes the test's cluster down when the test ends, also when it fails.
-struct Lab(Harness);
-
-impl Drop for Lab {
-    fn drop(&mut self) {
-        if let Err(error) = self.0.down() {
-            eprintln!("taking the test cluster down failed: {error:#}");
-        }
-    }
-}
 
 #[test]
 fn the_db_image_boots_alone_and_its_agent_configures_the_node_and_waits_for_its_peers() {

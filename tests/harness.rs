@@ -18,7 +18,7 @@ use r2a::cluster::state::Record;
 use r2a::cluster::status::{AgentStatus, Section};
 use r2a::cluster::trees;
 use r2a::project::{Project, SecretsMode};
-use support::{fixture, processes_mentioning, repo};
+use support::{Lab, fixture, processes_mentioning, repo};
 
 const BOOT_LIMIT: Duration = Duration::from_secs(300);
 const COMMON_STEPS: [&str; 7] = [
@@ -30,17 +30,6 @@ const COMMON_STEPS: [&str; 7] = [
     "data-disk",
     "grow-root",
 ];
-
-/// Takes the cluster down when the test ends, also when it fails.
-struct Lab(Harness);
-
-impl Drop for Lab {
-    fn drop(&mut self) {
-        if let Err(error) = self.0.down() {
-            eprintln!("taking the test cluster down failed: {error:#}");
-        }
-    }
-}
 
 #[test]
 fn a_cluster_runs_on_one_machine_and_goes_without_a_trace() {

@@ -3,6 +3,7 @@
 
 #![allow(dead_code)] // each test crate uses a part of this harness
 
+pub mod db_cluster;
 pub mod reference;
 
 use std::path::{Path, PathBuf};
@@ -186,6 +187,17 @@ impl Fixture {
     /// A role's rootfs.tar.gz unpacked into a temporary folder (owners kept).
     pub fn extracted(&self, role: &str) -> tempfile::TempDir {
         unpacked(&self.cluster_out().join(role).join("rootfs.tar.gz"))
+    }
+}
+
+/// A cluster of the harness that is taken down when the test ends, also when it fails.
+pub struct Lab(pub r2a::cluster::Harness);
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        if let Err(error) = self.0.down() {
+            eprintln!("taking the test cluster down failed: {error:#}");
+        }
     }
 }
 

@@ -332,37 +332,20 @@ fn answers(host: &mut dyn Host, address: &str) -> bool {
 /// `GET /version` on a member's peer port, with the node's certificate (the peer port
 /// wants one of the cluster CA).
 pub(crate) fn peer_version_invocation(address: &str) -> Invocation {
-    let url = format!("https://{address}:2380/version");
+    member_get(&format!("https://{address}:2380/version"), 2)
+}
+
+/// `curl` of a member's URL with the node's certificate (both of etcd's ports want one
+/// of the cluster CA), given up after `seconds`.
+fn member_get(url: &str, seconds: u32) -> Invocation {
+    let seconds = seconds.to_string();
     Invocation::new(
         "curl",
         [
             "--silent",
             "--fail",
             "--max-time",
-            "2",
-            "--cacert",
-            CA_CERT,
-            "--cert",
-            NODE_CERT,
-            "--key",
-            NODE_KEY,
-            &url,
-        ],
-    )
-}
-
-/// The cluster version the local member reports (`etcdcluster` of `GET /version`).
-/// etcd settles it only once every member has started at least once; until then it
-/// says 3.0.0, and Patroni, which picks its API by it, cannot use the cluster.
-pub(crate) fn cluster_version(host: &mut dyn Host) -> Option<String> {
-    let url = "https://127.0.0.1:2379/version";
-    let curl = Invocation::new(
-        "curl",
-        [
-            "--silent",
-            "--fail",
-            "--max-time",
-            "3",
+            &seconds,
             "--cacert",
             CA_CERT,
             "--cert",
@@ -371,7 +354,14 @@ pub(crate) fn cluster_version(host: &mut dyn Host) -> Option<String> {
             NODE_KEY,
             url,
         ],
-    );
+    )
+}
+
+/// The cluster version the local member reports (`etcdcluster` of `GET /version`).
+/// etcd settles it only once every member has started at least once; until then it
+/// says 3.0.0, and Patroni, which picks its API by it, cannot use the cluster.
+pub(crate) fn cluster_version(host: &mut dyn Host) -> Option<String> {
+    let curl = member_get("https://127.0.0.1:2379/version", 3);
     let body = host.run(&curl).ok()?;
     let version: serde_json::Value = serde_json::from_str(&body).ok()?;
     version["etcdcluster"].as_str().map(str::to_string)
