@@ -90,14 +90,25 @@ fn the_cluster_has_three_voters_a_leader_and_a_synchronous_replica(h: &Harness) 
     let members = etcd_members(h, "db2");
     assert_eq!(members.len(), 3, "{members:?}");
     assert!(members.iter().all(|m| !m.learner), "{members:?}");
-    // The primary names its synchronous standby in its next loop once replicas stream.
-    let patroni = wait_until(Duration::from_secs(60), "a synchronous standby", || {
-        let members = patroni_members(h, "db3");
-        members
-            .iter()
-            .any(|m| m.role == "Sync Standby")
-            .then_some(members)
-    });
+    // The primary names its synchronous standby in its next loop once replicas stream;
+    // a replica that just started may still be connecting to the primary.
+    let settled = |members: &[PatroniMember]| {
+        members.iter().any(|m| m.role == "Sync Standby")
+            && members
+                .iter()
+                .all(|m| m.role == "Leader" || m.state == "streaming")
+    };
+    let patroni = wait_until(
+        Duration::from_secs(90),
+        "a synchronous standby and every replica streaming",
+        || {
+            let members = patroni_members(h, "db3");
+            if !settled(&members) {
+                println!("not settled yet: {members:?}");
+            }
+            settled(&members).then_some(members)
+        },
+    );
     let roles: Vec<&str> = patroni.iter().map(|m| m.role.as_str()).collect();
     assert_eq!(count(&roles, "Leader"), 1, "{patroni:?}");
     assert_eq!(count(&roles, "Sync Standby"), 1, "{patroni:?}");
