@@ -274,14 +274,24 @@ fn keys_go_only_into_their_nodes_private_files_and_the_ca_key_nowhere() {
         let ca = ca.unwrap_or_else(|| panic!("{role} has the CA certificate for every node"));
         assert_eq!((ca.mode, ca.owner.as_str()), (0o644, "root"));
         assert_eq!(ca.content, secrets.pki().ca_cert().unwrap().as_bytes());
-        if role != "db" {
-            let files = rendered.image_files();
-            let holders: Vec<&str> = files
-                .iter()
-                .flat_map(|file| secrets.found_in(&file.content).collect::<Vec<_>>())
+        // A key is only ever the key of a node of the role, in a file only its owner
+        // reads; a role without `tls` holds none.
+        let uses_tls = project.roles.get(&role).unwrap().tls;
+        let own_keys: Vec<String> = project
+            .cluster
+            .nodes_of(&role)
+            .map(|node| format!("pki.nodes.{}.key", node.name))
+            .collect();
+        for file in rendered.image_files() {
+            let keys: Vec<&str> = secrets
+                .found_in(&file.content)
                 .filter(|name| name.starts_with("pki."))
                 .collect();
-            assert!(holders.is_empty(), "{role} holds {holders:?}");
+            for key in keys {
+                assert!(uses_tls, "{role} has no tls but {} holds {key}", file.path);
+                assert!(own_keys.iter().any(|own| own == key), "{role}: {key}");
+                assert_eq!(file.mode, 0o600, "{role}: {} holds {key}", file.path);
+            }
         }
     }
 

@@ -434,7 +434,7 @@ mod tests {
             "the db role uses its node's key"
         );
         assert!(
-            !roles.get("fs").unwrap().tls,
+            !roles.get("portal").unwrap().tls,
             "only roles that use it get a node key"
         );
     }

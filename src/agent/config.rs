@@ -5,6 +5,7 @@
 //! add fields to `r2a::manifest::Cluster` or `r2a::role::Role` without breaking images
 //! already in the field.
 
+use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
 
 use anyhow::Context;
@@ -91,6 +92,26 @@ pub struct RoleView {
     /// The role's join steps, in order (`r2a-node join`).
     #[serde(default)]
     pub join: Vec<String>,
+    /// The role's template values (e.g. the Gluster volume and brick of the fs role).
+    #[serde(default)]
+    pub vars: BTreeMap<String, serde_json::Value>,
+}
+
+impl RoleView {
+    /// The role variable `name`, which must be a string; a configuration error names
+    /// the role file otherwise.
+    pub fn var(&self, name: &str) -> anyhow::Result<String> {
+        self.vars
+            .get(name)
+            .and_then(|value| value.as_str())
+            .map(str::to_string)
+            .ok_or_else(|| {
+                config_error(format!(
+                    "roles/{}.toml has no string `vars.{name}`, which its join steps need",
+                    self.name
+                ))
+            })
+    }
 }
 
 /// The part of `r2a::role::DataDiskRule` the agent reads.

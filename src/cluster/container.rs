@@ -63,6 +63,8 @@ pub fn nspawn_args(launch: &Launch) -> Vec<String> {
         // host's links in /sys/class/net.
         "--private-network".to_string(),
         format!("--network-namespace-path={}", launch.netns_path),
+        // Gluster's clients mount the shared volume through FUSE.
+        "--bind=/dev/fuse".to_string(),
     ];
     if let Some((device, inside)) = &launch.disk {
         args.push(format!("--bind={}:{inside}", device.display()));
@@ -208,6 +210,7 @@ mod tests {
                 "--hostname=db1",
                 "--private-network",
                 "--network-namespace-path=/run/netns/r2a-c.db1",
+                "--bind=/dev/fuse",
                 "--bind=/dev/loop3:/dev/vdb",
                 "--bind=/dev/loop3",
                 "--directory=/s/nodes/db1/root",

@@ -10,8 +10,10 @@
 
 pub mod backoff;
 pub mod etcd;
+pub mod gluster;
 pub mod patroni;
 pub mod schema;
+pub mod shared_volume;
 pub mod state;
 
 use std::time::Duration;
@@ -74,10 +76,14 @@ pub struct JoinStep {
 }
 
 /// Every join step the agent knows, by name.
-pub const JOIN_STEPS: [JoinStep; 3] = [
+pub const JOIN_STEPS: [JoinStep; 5] = [
     JoinStep {
         name: "etcd",
         attempt: etcd::attempt,
+    },
+    JoinStep {
+        name: "gluster",
+        attempt: gluster::attempt,
     },
     JoinStep {
         name: "patroni",
@@ -86,6 +92,10 @@ pub const JOIN_STEPS: [JoinStep; 3] = [
     JoinStep {
         name: "schema",
         attempt: schema::attempt,
+    },
+    JoinStep {
+        name: "shared-volume",
+        attempt: shared_volume::attempt,
     },
 ];
 
@@ -196,7 +206,7 @@ pub(crate) fn ensure_started(host: &mut dyn Host, unit: &str) -> anyhow::Result<
 }
 
 /// `systemctl is-active` exits with this when the unit is not active.
-const SYSTEMCTL_NOT_ACTIVE: i32 = 3;
+pub(crate) const SYSTEMCTL_NOT_ACTIVE: i32 = 3;
 
 /// The join steps of the image's role, in the order the role lists them. An unknown
 /// name is a configuration error (`r2a-image check` refuses it before a build).

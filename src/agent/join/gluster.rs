@@ -1,0 +1,453 @@
+//! The Gluster join step on fs nodes: glusterd with TLS on its management port, the
+//! trusted pool, and the replica-3 shared volume that grows by sets of three.
+//!
+//! The first three fs nodes of the manifest are the seeds. The lowest-named seed probes
+//! the other two (a node cannot probe itself into a pool: glusterd accepts `peer probe`
+//! only on its local socket), creates the volume with one brick on each seed, turns TLS
+//! on for its I/O and starts it; the other seeds are done once the volume they share is
+//! started. An fs node beyond the seeds waits to be probed in by a member; once in the
+//! pool, the lowest-named node of a complete set of three adds the set's bricks and
+//! starts a rebalance, and a set still missing a node waits and says so.
+//!
+//! Bricks are a folder on the data disk (`vars.brick` of the role). A node without a
+//! data disk keeps its brick on the root disk, which glusterd accepts only with `force`;
+//! its step says so in its detail, for `r2a-node status`.
+
+use std::collections::BTreeMap;
+
+use anyhow::{Context as _, bail};
+
+use super::Progress;
+use crate::agent::host::{Host, Invocation};
+use crate::agent::root::write_atomic;
+use crate::agent::steps::Context;
+
+/// With this file present, glusterd and Gluster clients speak TLS on the management
+/// port, with `/etc/ssl/glusterfs.{pem,key,ca}` (the node's certificate, key and the
+/// cluster CA).
+pub const SECURE_ACCESS: &str = "/var/lib/glusterd/secure-access";
+
+/// Volume options the coordinator sets before it starts the volume: TLS for the bricks'
+/// I/O too, for any client holding a certificate of the cluster CA.
+pub const VOLUME_OPTIONS: [(&str, &str); 3] = [
+    ("client.ssl", "on"),
+    ("server.ssl", "on"),
+    ("auth.ssl-allow", "*"),
+];
+
+/// How many copies of every file the volume keeps, and so the size of a brick set.
+pub const REPLICA: usize = 3;
+
+/// A peer of the local pool, as `gluster pool list` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Peer {
+    /// The name it was probed by.
+    pub hostname: String,
+    /// Whether glusterd talks to it now.
+    pub connected: bool,
+}
+
+/// The shared volume, as `gluster volume info` shows it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Volume {
+    /// Whether it is started.
+    pub started: bool,
+    /// Its bricks, `host:/path`, in volume order (each run of three is a replica set).
+    pub bricks: Vec<String>,
+    /// Options set on it.
+    pub options: BTreeMap<String, String>,
+}
+
+impl Volume {
+    /// Whether a brick of `node` is in the volume.
+    pub fn has_brick_of(&self, node: &str) -> bool {
+        self.bricks
+            .iter()
+            .any(|brick| brick.split_once(':').is_some_and(|(host, _)| host == node))
+    }
+}
+
+/// What the step decides from.
+#[derive(Debug, Clone)]
+pub struct Facts<'a> {
+    /// This node's name.
+    pub own: &'a str,
+    /// Every fs node this image knows, in manifest order; the first three are seeds.
+    pub fs_nodes: &'a [&'a str],
+    /// fs nodes without a data disk (their bricks are on the root disk).
+    pub without_data_disk: &'a [&'a str],
+    /// The brick folder on every fs node.
+    pub brick: &'a str,
+    /// The local pool, without this node.
+    pub peers: &'a [Peer],
+    /// The volume as this node's glusterd knows it; `None` before it exists (or before
+    /// this node is in the pool).
+    pub volume: Option<&'a Volume>,
+}
+
+/// What the step does next.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Plan {
+    /// `gluster peer probe` this node.
+    Probe(String),
+    /// `gluster volume create ... replica 3` of these bricks (`force` for bricks on a
+    /// root disk).
+    Create {
+        /// `host:/path` of each brick.
+        bricks: Vec<String>,
+        /// Whether glusterd must be told that root-disk bricks are meant.
+        force: bool,
+    },
+    /// Set the [`VOLUME_OPTIONS`] not set yet.
+    SetOptions(Vec<(String, String)>),
+    /// `gluster volume start`.
+    Start,
+    /// `gluster volume add-brick` of a complete set, then a rebalance.
+    AddBricks {
+        /// `host:/path` of each brick.
+        bricks: Vec<String>,
+        /// As for [`Plan::Create`].
+        force: bool,
+    },
+    /// Nothing to do yet.
+    Wait(String),
+    /// The node's brick serves the started volume.
+    Done(String),
+}
+
+/// Decides what to do from the facts; see the module's doc for the cases.
+pub fn plan(facts: &Facts<'_>) -> Plan {
+    let seeds: Vec<&str> = facts.fs_nodes.iter().take(REPLICA).copied().collect();
+    let coordinator = seeds.iter().min().copied().unwrap_or(facts.own);
+    let Some(volume) = facts.volume else {
+        return plan_creation(facts, &seeds, coordinator);
+    };
+    if volume.has_brick_of(facts.own) {
+        return plan_volume_settings(facts, volume, coordinator);
+    }
+    plan_growth(facts, volume)
+}
+
+/// Before the volume exists: the coordinator forms the pool of the seeds and creates it.
+fn plan_creation(facts: &Facts<'_>, seeds: &[&str], coordinator: &str) -> Plan {
+    if !seeds.contains(&facts.own) {
+        return Plan::Wait(format!(
+            "waiting to be probed into the pool by a member ({})",
+            seeds.join(", ")
+        ));
+    }
+    if facts.own != coordinator {
+        return Plan::Wait(format!(
+            "waiting for {coordinator} to form the pool and create the volume"
+        ));
+    }
+    if let Some(seed) = seeds
+        .iter()
+        .find(|seed| **seed != facts.own && !listed(facts, seed))
+    {
+        return Plan::Probe(seed.to_string());
+    }
+    if let Some(seed) = seeds.iter().find(|seed| !connected(facts, seed)) {
+        return Plan::Wait(format!("{seed} is in the pool but not connected"));
+    }
+    Plan::Create {
+        bricks: bricks(facts, seeds),
+        force: needs_force(facts, seeds),
+    }
+}
+
+/// The volume holds this node's brick: the coordinator sets its options and starts it.
+fn plan_volume_settings(facts: &Facts<'_>, volume: &Volume, coordinator: &str) -> Plan {
+    let missing: Vec<(String, String)> = VOLUME_OPTIONS
+        .iter()
+        .filter(|(name, value)| volume.options.get(*name).map(String::as_str) != Some(*value))
+        .map(|(name, value)| (name.to_string(), value.to_string()))
+        .collect();
+    if volume.started {
+        let sets = volume.bricks.len() / REPLICA;
+        let on_root = if facts.without_data_disk.contains(&facts.own) {
+            "; its brick is on the root disk (no data disk)"
+        } else {
+            ""
+        };
+        return Plan::Done(format!(
+            "the volume is started, {sets} × {REPLICA} bricks, one of them on this node{on_root}"
+        ));
+    }
+    if facts.own != coordinator {
+        return Plan::Wait(format!("waiting for {coordinator} to start the volume"));
+    }
+    if !missing.is_empty() {
+        return Plan::SetOptions(missing);
+    }
+    Plan::Start
+}
+
+/// A node beyond the volume's bricks: it joins with the complete set of three it
+/// belongs to, in manifest order.
+fn plan_growth(facts: &Facts<'_>, volume: &Volume) -> Plan {
+    let waiting: Vec<&str> = facts
+        .fs_nodes
+        .iter()
+        .copied()
+        .filter(|node| !volume.has_brick_of(node))
+        .collect();
+    let position = waiting.iter().position(|node| *node == facts.own);
+    let Some(set) = position.and_then(|at| waiting.chunks(REPLICA).nth(at / REPLICA)) else {
+        return Plan::Wait(format!(
+            "{} is not an fs node of this image's manifest",
+            facts.own
+        ));
+    };
+    if set.len() < REPLICA {
+        return Plan::Wait(format!(
+            "{} waits for {} more fs node(s) in the manifest: bricks join in sets of {REPLICA}",
+            set.join(", "),
+            REPLICA - set.len()
+        ));
+    }
+    let absent: Vec<&str> = set
+        .iter()
+        .copied()
+        .filter(|node| !connected(facts, node))
+        .collect();
+    if !absent.is_empty() {
+        return Plan::Wait(format!(
+            "waiting for {} to be in the pool (a member probes new fs nodes in)",
+            absent.join(", ")
+        ));
+    }
+    let lowest = set.iter().min().copied().unwrap_or(facts.own);
+    if facts.own != lowest {
+        return Plan::Wait(format!("waiting for {lowest} to add the bricks of its set"));
+    }
+    Plan::AddBricks {
+        bricks: bricks(facts, set),
+        force: needs_force(facts, set),
+    }
+}
+
+fn listed(facts: &Facts<'_>, node: &str) -> bool {
+    facts.peers.iter().any(|peer| peer.hostname == node)
+}
+
+fn connected(facts: &Facts<'_>, node: &str) -> bool {
+    node == facts.own
+        || facts
+            .peers
+            .iter()
+            .any(|peer| peer.hostname == node && peer.connected)
+}
+
+fn bricks(facts: &Facts<'_>, nodes: &[&str]) -> Vec<String> {
+    nodes
+        .iter()
+        .map(|node| format!("{node}:{}", facts.brick))
+        .collect()
+}
+
+fn needs_force(facts: &Facts<'_>, nodes: &[&str]) -> bool {
+    nodes
+        .iter()
+        .any(|node| facts.without_data_disk.contains(node))
+}
+
+/// One attempt: TLS on, brick folder, glusterd started; then observe, act on the plan
+/// and report.
+pub fn attempt(context: &mut Context<'_>) -> anyhow::Result<Progress> {
+    let volume_name = context.role.var("volume")?;
+    let brick = context.role.var("brick")?;
+    let mut changed = ensure_secure_access(context)?;
+    let brick_folder = context.root.path(&brick);
+    if !brick_folder.is_dir() {
+        std::fs::create_dir_all(&brick_folder)
+            .with_context(|| format!("creating the brick folder {brick}"))?;
+        changed = true;
+    }
+    changed |= super::ensure_started(context.host, "glusterd.service")?;
+    let Ok(pool) = gluster(context.host, &["pool", "list"]) else {
+        return Ok(Progress::waiting("waiting for glusterd to answer"));
+    };
+    let peers = parse_pool(&pool)?;
+    let volume = volume_info(context.host, &volume_name)?;
+    let fs_nodes: Vec<&str> = context
+        .cluster
+        .nodes_of("fs")
+        .map(|node| node.name.as_str())
+        .collect();
+    let without_data_disk: Vec<&str> = context
+        .cluster
+        .nodes_of("fs")
+        .filter(|node| node.data_disk.is_none())
+        .map(|node| node.name.as_str())
+        .collect();
+    let facts = Facts {
+        own: &context.node.name,
+        fs_nodes: &fs_nodes,
+        without_data_disk: &without_data_disk,
+        brick: &brick,
+        peers: &peers,
+        volume: volume.as_ref(),
+    };
+    let action = plan(&facts);
+    let act = |host: &mut dyn Host, args: Vec<String>| -> anyhow::Result<()> {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        gluster(host, &args).map(drop)
+    };
+    let detail = match action {
+        Plan::Done(detail) if changed => return Ok(Progress::changed(detail)),
+        Plan::Done(detail) => return Ok(Progress::in_place(detail)),
+        Plan::Wait(reason) => return Ok(Progress::Waiting(reason)),
+        Plan::Probe(node) => {
+            act(
+                context.host,
+                vec!["peer".into(), "probe".into(), node.clone()],
+            )?;
+            format!("probed {node} into the pool")
+        }
+        Plan::Create { bricks, force } => {
+            let mut args = vec!["volume", "create", &volume_name, "replica", "3"]
+                .into_iter()
+                .map(String::from)
+                .collect::<Vec<_>>();
+            args.extend(bricks.iter().cloned());
+            args.extend(force.then(|| "force".to_string()));
+            act(context.host, args)?;
+            format!("created the volume {volume_name} of {}", bricks.join(" "))
+        }
+        Plan::SetOptions(options) => {
+            for (name, value) in &options {
+                let args = ["volume", "set", &volume_name, name, value];
+                act(context.host, args.map(String::from).to_vec())?;
+            }
+            format!("set {} option(s) of the volume", options.len())
+        }
+        Plan::Start => {
+            act(
+                context.host,
+                vec!["volume".into(), "start".into(), volume_name.clone()],
+            )?;
+            format!("started the volume {volume_name}")
+        }
+        Plan::AddBricks { bricks, force } => {
+            let mut args: Vec<String> = ["volume", "add-brick", &volume_name]
+                .map(String::from)
+                .to_vec();
+            args.extend(bricks.iter().cloned());
+            args.extend(force.then(|| "force".to_string()));
+            act(context.host, args)?;
+            let rebalance = ["volume", "rebalance", &volume_name, "start"];
+            act(context.host, rebalance.map(String::from).to_vec())?;
+            format!("added {} and started a rebalance", bricks.join(" "))
+        }
+    };
+    // The action changed the pool or the volume: the next attempt observes it again.
+    Ok(Progress::waiting(format!("{detail}; checking the result")))
+}
+
+/// Writes the file that turns TLS on for glusterd's management port, before glusterd
+/// starts (it reads the file once, at start).
+pub(crate) fn ensure_secure_access(context: &mut Context<'_>) -> anyhow::Result<bool> {
+    let path = context.root.path(SECURE_ACCESS);
+    if path.exists() {
+        return Ok(false);
+    }
+    write_atomic(&path, b"", 0o644)?;
+    Ok(true)
+}
+
+/// Runs `gluster --mode=script --xml` with `args` on the local glusterd and returns
+/// its XML answer once it says the operation succeeded.
+fn gluster(host: &mut dyn Host, args: &[&str]) -> anyhow::Result<String> {
+    let mut all = vec!["--mode=script", "--xml"];
+    all.extend_from_slice(args);
+    let output = host.run(&Invocation::new("gluster", all).with_timeout(120))?;
+    let answer = cli_answer(&output)?;
+    if answer.op_ret != 0 {
+        bail!("gluster {}: {}", args.join(" "), answer.op_errstr);
+    }
+    Ok(output)
+}
+
+/// `volume info` of the volume, or `None` when it does not exist here.
+fn volume_info(host: &mut dyn Host, volume: &str) -> anyhow::Result<Option<Volume>> {
+    let invocation = Invocation::new(
+        "gluster",
+        ["--mode=script", "--xml", "volume", "info", volume],
+    );
+    let output = host.run(&invocation.with_timeout(120))?;
+    parse_volume(&output)
+}
+
+/// The status part of every answer of the CLI in XML mode (it exits 0 either way).
+struct CliAnswer {
+    op_ret: i64,
+    op_errstr: String,
+}
+
+fn cli_answer(xml: &str) -> anyhow::Result<CliAnswer> {
+    let document = roxmltree::Document::parse(xml).context("reading gluster's XML answer")?;
+    let root = document.root_element();
+    let text = |name: &str| child_text(root, name).unwrap_or_default();
+    Ok(CliAnswer {
+        op_ret: text("opRet").trim().parse().unwrap_or(-1),
+        op_errstr: text("opErrstr"),
+    })
+}
+
+fn child_text(node: roxmltree::Node<'_, '_>, name: &str) -> Option<String> {
+    node.children()
+        .find(|child| child.has_tag_name(name))
+        .map(|child| child.text().unwrap_or_default().to_string())
+}
+
+/// The peers of `gluster pool list`, without this node (`localhost`).
+pub fn parse_pool(xml: &str) -> anyhow::Result<Vec<Peer>> {
+    let document = roxmltree::Document::parse(xml).context("reading gluster's pool list")?;
+    Ok(document
+        .descendants()
+        .filter(|node| node.has_tag_name("peer"))
+        .filter_map(|peer| {
+            let hostname = child_text(peer, "hostname")?;
+            (hostname != "localhost").then(|| Peer {
+                connected: child_text(peer, "connected").as_deref() == Some("1"),
+                hostname,
+            })
+        })
+        .collect())
+}
+
+/// The volume of `gluster volume info NAME`, `None` when the answer says it does not
+/// exist.
+pub fn parse_volume(xml: &str) -> anyhow::Result<Option<Volume>> {
+    let answer = cli_answer(xml)?;
+    let document = roxmltree::Document::parse(xml).context("reading gluster's volume info")?;
+    let Some(volume) = document
+        .descendants()
+        .find(|node| node.has_tag_name("volume"))
+    else {
+        if answer.op_ret != 0 && answer.op_errstr.contains("does not exist") {
+            return Ok(None);
+        }
+        bail!("gluster volume info: {}", answer.op_errstr);
+    };
+    let bricks = volume
+        .descendants()
+        .filter(|node| node.has_tag_name("brick"))
+        .filter_map(|brick| child_text(brick, "name"))
+        .collect();
+    let options = volume
+        .descendants()
+        .filter(|node| node.has_tag_name("option"))
+        .filter_map(|option| Some((child_text(option, "name")?, child_text(option, "value")?)))
+        .collect();
+    Ok(Some(Volume {
+        started: child_text(volume, "statusStr").as_deref() == Some("Started"),
+        bricks,
+        options,
+    }))
+}
+
+#[cfg(test)]
+#[path = "gluster_tests.rs"]
+mod tests;
