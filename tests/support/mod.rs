@@ -50,16 +50,24 @@ address = "10.77.0.13"
 name = "fs1"
 role = "fs"
 address = "10.77.0.21"
+data_disk = "/dev/vdb"
 
 [[nodes]]
 name = "fs2"
 role = "fs"
 address = "10.77.0.22"
+data_disk = "/dev/vdb"
 
 [[nodes]]
 name = "fs3"
 role = "fs"
 address = "10.77.0.23"
+data_disk = "/dev/vdb"
+
+[[nodes]]
+name = "admin1"
+role = "admin"
+address = "10.77.0.41"
 
 [[nodes]]
 name = "portal1"
@@ -115,7 +123,7 @@ pub fn fixture() -> &'static Fixture {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(dir.join("vendor")).unwrap();
         std::fs::write(dir.join("cluster.toml"), MANIFEST).unwrap();
-        make_vendor_deb(&dir.join("vendor"));
+        make_vendor_debs(&dir.join("vendor"));
         let fixture = Fixture {
             manifest: dir.join("cluster.toml"),
             out: dir.join("out"),
@@ -330,27 +338,39 @@ pub fn processes_mentioning(needle: &str) -> Vec<String> {
         .collect()
 }
 
-/// A stand-in for the vendor's portal package, built with dpkg-deb.
-fn make_vendor_deb(folder: &Path) {
-    let tree = tempfile::tempdir().unwrap();
-    std::fs::create_dir_all(tree.path().join("DEBIAN")).unwrap();
-    std::fs::create_dir_all(tree.path().join("usr/share/softswitch-portal")).unwrap();
-    std::fs::write(
-        tree.path().join("DEBIAN/control"),
-        "Package: softswitch-portal\nVersion: 1.0.0\nArchitecture: all\nMaintainer: r2a tests <tests@r2a.invalid>\nDescription: stand-in for the vendor portal package\n",
-    )
-    .unwrap();
-    std::fs::write(
-        tree.path().join("usr/share/softswitch-portal/VERSION"),
-        "1.0.0\n",
-    )
-    .unwrap();
-    let status = Command::new("dpkg-deb")
-        .args(["--root-owner-group", "--build"])
-        .arg(tree.path())
-        .arg(folder.join("softswitch-portal_1.0.0_all.deb"))
-        .stdout(Stdio::null())
-        .status()
+/// Stand-ins for the vendor's web applications (the real ones are not public): a
+/// package of the same name holding its version file.
+fn make_vendor_debs(folder: &Path) {
+    for package in [
+        "softswitch-portal",
+        "softswitch-admin",
+        "softswitch-api",
+        "softswitch-switchboard",
+    ] {
+        let tree = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(tree.path().join("DEBIAN")).unwrap();
+        let share = tree.path().join("usr/share").join(package);
+        std::fs::create_dir_all(&share).unwrap();
+        std::fs::write(
+            tree.path().join("DEBIAN/control"),
+            format!(
+                "Package: {package}\nVersion: 1.0.0\nArchitecture: all\n\
+                 Maintainer: r2a tests <tests@r2a.invalid>\n\
+                 Description: stand-in for the vendor package {package}\n"
+            ),
+        )
         .unwrap();
-    assert!(status.success(), "dpkg-deb failed");
+        std::fs::write(share.join("VERSION"), "1.0.0\n").unwrap();
+        // A fixed date makes the same package every run, so the role layers that
+        // install it stay cached.
+        let status = Command::new("dpkg-deb")
+            .env("SOURCE_DATE_EPOCH", "1767225600")
+            .args(["--root-owner-group", "--build"])
+            .arg(tree.path())
+            .arg(folder.join(format!("{package}_1.0.0_all.deb")))
+            .stdout(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(status.success(), "dpkg-deb failed");
+    }
 }

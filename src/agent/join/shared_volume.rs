@@ -79,7 +79,7 @@ pub fn attempt(context: &mut Context<'_>) -> anyhow::Result<Progress> {
             context.role.name
         )));
     }
-    let mut changed = ensure_secure_access(context)?;
+    let changed = ensure_secure_access(context)?;
     let mut mounted = Vec::new();
     for mount in &mounts {
         if is_mounted(context.host, mount)? {
@@ -93,8 +93,12 @@ pub fn attempt(context: &mut Context<'_>) -> anyhow::Result<Progress> {
                 mount.what, mount.mount_point
             )));
         }
-        changed = true;
-        mounted.push(format!("{} at {}", mount.what, mount.mount_point));
+        // The mount helper can report success for a volume that is created but not
+        // started yet and leave a moment later: the next attempt checks it stayed.
+        return Ok(Progress::waiting(format!(
+            "mounted {} at {}; checking that it stays",
+            mount.what, mount.mount_point
+        )));
     }
     let detail = format!("mounted {}", mounted.join(", "));
     Ok(if changed {
@@ -133,9 +137,12 @@ fn is_mounted(host: &mut dyn Host, mount: &GlusterMount) -> anyhow::Result<bool>
             &mount.mount_point,
         ],
     );
-    Ok(host
+    let is_gluster = host
         .probe(&findmnt, FINDMNT_NOTHING_FOUND)?
-        .is_some_and(|fstype| fstype.trim() == "fuse.glusterfs"))
+        .is_some_and(|fstype| fstype.trim() == "fuse.glusterfs");
+    // statfs reaches the bricks: a mount whose client lost the volume fails it.
+    let statfs = Invocation::new("stat", ["--file-system", "--format=%T", &mount.mount_point]);
+    Ok(is_gluster && host.run(&statfs.with_timeout(30)).is_ok())
 }
 
 #[cfg(test)]
