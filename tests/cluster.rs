@@ -128,7 +128,7 @@ fn the_cluster_has_three_voters_a_leader_and_a_synchronous_replica(h: &Harness) 
         &leader,
         "runuser -u postgres -- psql -X -At -c 'SELECT max(version) FROM r2a_schema_version'",
     );
-    assert_eq!(version.trim(), "2");
+    assert_eq!(version.trim(), "3");
 }
 
 fn the_client_reaches_the_primary_and_a_replica_through_haproxy(h: &Harness) {

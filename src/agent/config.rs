@@ -95,6 +95,18 @@ pub struct RoleView {
     /// The role's template values (e.g. the Gluster volume and brick of the fs role).
     #[serde(default)]
     pub vars: BTreeMap<String, serde_json::Value>,
+    /// What one node of the role carries (telephony).
+    #[serde(default)]
+    pub capacity: Option<CapacityView>,
+}
+
+/// The part of `r2a::role::Capacity` the agent reads.
+#[derive(Debug, Clone, Deserialize)]
+pub struct CapacityView {
+    /// Extensions one node carries.
+    pub extensions_per_node: u64,
+    /// Concurrent calls one node carries.
+    pub calls_per_node: u64,
 }
 
 impl RoleView {

@@ -21,13 +21,16 @@ pub mod files;
 pub mod firewall;
 pub mod grow;
 pub mod host;
+pub mod hosts;
 pub mod identity;
 pub mod install;
 pub mod join;
+pub mod keep;
 pub mod links;
 pub mod markers;
 pub mod names;
 pub mod network;
+pub mod pool;
 pub mod report;
 pub mod root;
 pub mod sources;
@@ -88,6 +91,10 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Keep the node in step with the cluster while it runs: a telephony node's
+    /// heartbeat in the pool (and its leaving on SIGTERM), and `/etc/hosts` (run by
+    /// r2a-keep.service).
+    Keep,
     /// Print which node this is and how that was found.
     Identify,
     /// Print the boot report line the console check reads (run by r2a-report.service).
@@ -118,6 +125,7 @@ pub fn run(cli: &Cli) -> ExitCode {
         }
         Command::Join { once } => run_joins(&root, host.as_mut(), *once),
         Command::Status { json } => print_status(&root, *json),
+        Command::Keep => keep::run(&root, host.as_mut()),
         Command::Identify => print_identity(&root, host.as_mut()),
         Command::Report => report::print(&root, host.as_mut()),
         Command::Install => std::fs::read_to_string(root.path(sources::CMDLINE_FILE))

@@ -10,11 +10,13 @@
 
 pub mod backoff;
 pub mod etcd;
+pub mod freeswitch;
 pub mod gluster;
 pub mod patroni;
 pub mod schema;
 pub mod shared_volume;
 pub mod state;
+pub mod telephony;
 
 use std::time::Duration;
 
@@ -76,10 +78,14 @@ pub struct JoinStep {
 }
 
 /// Every join step the agent knows, by name.
-pub const JOIN_STEPS: [JoinStep; 5] = [
+pub const JOIN_STEPS: [JoinStep; 7] = [
     JoinStep {
         name: "etcd",
         attempt: etcd::attempt,
+    },
+    JoinStep {
+        name: "freeswitch",
+        attempt: freeswitch::attempt,
     },
     JoinStep {
         name: "gluster",
@@ -96,6 +102,10 @@ pub const JOIN_STEPS: [JoinStep; 5] = [
     JoinStep {
         name: "shared-volume",
         attempt: shared_volume::attempt,
+    },
+    JoinStep {
+        name: "telephony-pool",
+        attempt: telephony::attempt,
     },
 ];
 

@@ -1,0 +1,102 @@
+//! `r2a-node keep`: what a node does for as long as it runs, after its join (run by
+//! `r2a-keep.service` on nodes with the database client overlay). A telephony node beats
+//! its heart in the pool every [`HEARTBEAT_SECONDS`] and leaves the active set when the
+//! unit is stopped cleanly; every such node keeps the agent's block of `/etc/hosts` in
+//! step with the nodes registered in the pool.
+//!
+//! The database may be away for a while (a failover, a restart of the whole cluster):
+//! a round that cannot reach it says so on stdout and the next one tries again.
+
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+
+use super::config::Config;
+use super::host::Host;
+use super::hosts::with_registered;
+use super::identity;
+use super::markers::read_marker;
+use super::pool::{self, HEARTBEAT_SECONDS};
+use super::root::{Root, read_optional, write_atomic};
+
+/// The join step whose marker says this node is registered in the pool.
+const POOL_STEP: &str = "telephony-pool";
+/// The file whose block [`with_registered`] keeps.
+pub const HOSTS_FILE: &str = "/etc/hosts";
+
+/// Runs until SIGTERM or SIGINT; then a registered telephony node leaves the pool.
+pub fn run(root: &Root, host: &mut dyn Host) -> anyhow::Result<()> {
+    let config = Config::load(root)?;
+    let recorded = identity::read_recorded(root)?.ok_or_else(|| {
+        super::config::config_error(
+            "this node has no recorded identity yet: r2a-firstboot.service must run first",
+        )
+    })?;
+    let name = recorded.identity.node;
+    let in_pool = config.role.join.iter().any(|step| step == POOL_STEP);
+    crate::interrupt::install()?;
+    let mut last_report = String::new();
+    while crate::interrupt::check().is_ok() {
+        let started = Instant::now();
+        let report = one_round(root, host, &config, &name, in_pool);
+        // Said once per change, not every ten seconds.
+        if report != last_report {
+            println!("r2a-node: keep: {report}");
+            last_report = report;
+        }
+        let pause = Duration::from_secs(HEARTBEAT_SECONDS).saturating_sub(started.elapsed());
+        let until = Instant::now() + pause;
+        while Instant::now() < until && crate::interrupt::check().is_ok() {
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+    if in_pool && registered(root)? {
+        pool::query(host, &pool::leave_sql(&name)).context("leaving the telephony pool")?;
+        println!("r2a-node: keep: {name} left the telephony pool (clean stop)");
+    }
+    Ok(())
+}
+
+/// One heartbeat and one `/etc/hosts` update; what happened, in one line.
+fn one_round(
+    root: &Root,
+    host: &mut dyn Host,
+    config: &Config,
+    name: &str,
+    in_pool: bool,
+) -> String {
+    let mut said = Vec::new();
+    if in_pool {
+        said.push(match registered(root) {
+            Ok(true) => match pool::query(host, &pool::heartbeat_sql(name)) {
+                Ok(_) => "heartbeat sent".to_string(),
+                Err(error) => format!("heartbeat failed: {error:#}"),
+            },
+            Ok(false) => "not registered yet (r2a-join.service registers the node)".to_string(),
+            Err(error) => format!("{error:#}"),
+        });
+    }
+    said.push(match sync_hosts(root, host, &config.cluster.domain) {
+        Ok(true) => "/etc/hosts updated from the pool".to_string(),
+        Ok(false) => "/etc/hosts in step with the pool".to_string(),
+        Err(error) => format!("/etc/hosts not updated: {error:#}"),
+    });
+    said.join("; ")
+}
+
+fn registered(root: &Root) -> anyhow::Result<bool> {
+    Ok(read_marker(root, POOL_STEP)?.is_some())
+}
+
+/// Rewrites the agent's block of `/etc/hosts` from the pool; whether it changed.
+fn sync_hosts(root: &Root, host: &mut dyn Host, domain: &str) -> anyhow::Result<bool> {
+    let members = pool::parse_members(&pool::query(host, pool::MEMBERS_SQL)?)?;
+    let path = root.path(HOSTS_FILE);
+    let current = read_optional(&path)?.unwrap_or_default();
+    let wanted = with_registered(&current, &members, domain);
+    if wanted == current {
+        return Ok(false);
+    }
+    write_atomic(&path, wanted.as_bytes(), 0o644)?;
+    Ok(true)
+}
