@@ -367,9 +367,9 @@ fn check_refuses_a_join_step_the_agent_does_not_know_with_file_and_line() {
     assert!(output.stderr.contains(&expected), "{}", output.stderr);
     assert!(
         output.stderr.contains("unknown join step `patorni`")
-            && output
-                .stderr
-                .contains("etcd, gluster, patroni, schema, shared-volume"),
+            && output.stderr.contains(
+                "etcd, freeswitch, gluster, patroni, schema, shared-volume, telephony-pool"
+            ),
         "{}",
         output.stderr
     );
