@@ -1,0 +1,225 @@
+//! The telephony pool of the test manifest in the cluster harness: the db cluster and
+//! the Gluster volume formed by their agents, tel1 registered in the shared database
+//! through its HAProxy; tel2, added to the manifest later, registers with nothing
+//! changed on tel1 but the names it resolves; a clean stop and a hard kill take a node
+//! out of the active set, and it comes back by itself. The images are built with
+//! `vendor = "skip"` (FreeSWITCH's packages are not public), which the FreeSWITCH step
+//! reports as absent.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use r2a::cluster::Harness;
+use r2a::manifest::Cluster;
+use support::db_cluster::*;
+use support::{Lab, fixture, processes_mentioning, run_image_tool};
+
+const NODES: [&str; 7] = ["db1", "db2", "db3", "fs1", "fs2", "fs3", "tel1"];
+
+#[test]
+fn telephony_nodes_register_grow_without_reconfiguration_and_leave_the_active_set() {
+    let fx = fixture();
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("r2a-pool");
+    let manifest = skip_vendor_manifest(&dir, &fx.manifest, &[]);
+    build(&manifest, &["db", "fs", "telephony"], &fx.cache);
+    let cluster = Cluster::load(&manifest, &project_roles()).unwrap();
+    let state = dir.join("state");
+    let harness = Harness::new(&cluster, &dir.join("out"), &state).unwrap();
+    harness.down().unwrap();
+    let lab = Lab(harness);
+    let h = &lab.0;
+
+    let started = Instant::now();
+    h.up(&NODES).unwrap();
+    wait_joined(h, &NODES);
+    println!("tel1 registered {:.0?} after up", started.elapsed());
+    tel1_is_registered_with_its_capacity_and_freeswitch_reported_absent(h);
+
+    let grown = a_node_added_to_the_manifest_changes_nothing_but_hosts(h, &dir, fx);
+    a_clean_stop_or_a_lost_heartbeat_leaves_the_active_set_and_a_start_returns(&grown);
+
+    grown.down().unwrap();
+    lab.0.down().unwrap();
+    assert!(processes_mentioning(state.to_str().unwrap()).is_empty());
+}
+
+/// The fixture's manifest with `vendor = "skip"` instead of its local stand-ins, plus
+/// `extra` nodes, in `dir` (emptied first) with the fixture's secrets.
+fn skip_vendor_manifest(dir: &Path, fixture_manifest: &Path, extra: &[(&str, &str)]) -> PathBuf {
+    let _ = std::fs::remove_dir_all(dir.join("state"));
+    std::fs::create_dir_all(dir).unwrap();
+    let text = std::fs::read_to_string(fixture_manifest).unwrap();
+    let text = text.replace("[[vendor.local]]\npath = \"vendor\"\n", "");
+    let mut text = format!("vendor = \"skip\"\n\n{text}");
+    for (name, address) in extra {
+        text.push_str(&format!(
+            "\n[[nodes]]\nname = \"{name}\"\nrole = \"telephony\"\naddress = \"{address}\"\n"
+        ));
+    }
+    let manifest = dir.join("cluster.toml");
+    std::fs::write(&manifest, text).unwrap();
+    let secrets = fixture_manifest.with_file_name("cluster.secrets.toml");
+    std::fs::copy(&secrets, dir.join("cluster.secrets.toml")).unwrap();
+    manifest
+}
+
+fn build(manifest: &Path, roles: &[&str], cache: &Path) {
+    let out = manifest.with_file_name("out");
+    let mut args = vec!["build", manifest.to_str().unwrap(), "--format", "tar"];
+    for role in roles {
+        args.extend(["--role", role]);
+    }
+    args.extend([
+        "--out",
+        out.to_str().unwrap(),
+        "--cache",
+        cache.to_str().unwrap(),
+        "--agent",
+        env!("CARGO_BIN_EXE_r2a-node"),
+    ]);
+    let built = run_image_tool(&args, None);
+    assert!(built.status.success(), "{}", built.stderr);
+}
+
+/// `telephony_pool` as a client reads it: `name|address|port|calls|extensions|state`.
+fn pool(h: &Harness, from: &str) -> Vec<String> {
+    let sql = "SELECT name, host(address), sip_port, max_calls, max_extensions, state \
+               FROM telephony_pool ORDER BY name";
+    ok(h, from, &client(sql, 5000))
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+fn state_of(h: &Harness, from: &str, node: &str) -> String {
+    pool(h, from)
+        .iter()
+        .find(|row| row.starts_with(&format!("{node}|")))
+        .and_then(|row| row.rsplit('|').next())
+        .unwrap_or("unregistered")
+        .to_string()
+}
+
+fn tel1_is_registered_with_its_capacity_and_freeswitch_reported_absent(h: &Harness) {
+    assert_eq!(pool(h, "tel1"), ["tel1|10.77.0.51|5060|1500|10000|active"]);
+    let dispatcher = ok(
+        h,
+        "tel1",
+        &client(
+            "SELECT setid, destination, flags, attrs, description FROM dispatcher_active",
+            5000,
+        ),
+    );
+    assert_eq!(
+        dispatcher.trim(),
+        "1|sip:10.77.0.51:5060|0|duid=tel1;maxload=1500|tel1"
+    );
+    let steps = join_steps(h, "tel1");
+    let names: Vec<&str> = steps.iter().map(|step| step.0.as_str()).collect();
+    assert_eq!(names, ["shared-volume", "freeswitch", "telephony-pool"]);
+    assert!(steps[1].2.starts_with("FreeSWITCH is absent"), "{steps:?}");
+    // The heartbeat runs, and the password it uses is in no command line.
+    let keep = ok(h, "tel1", "systemctl is-active r2a-keep.service");
+    assert_eq!(keep.trim(), "active");
+    let command_lines = ok(h, "tel1", "cat /proc/[0-9]*/cmdline | tr '\\0' ' '");
+    assert!(!command_lines.contains("PGPASSWORD"), "{command_lines}");
+}
+
+/// What a node's unchanged state looks like: the checksums of its configuration and
+/// programs (but /etc/hosts) and when each of its units last started.
+fn snapshot(h: &Harness, node: &str) -> (String, String) {
+    let files = ok(
+        h,
+        node,
+        "find /etc /usr /var/lib/r2a -xdev -type f ! -path /etc/hosts -print0 \
+         | sort -z | xargs -0 sha256sum",
+    );
+    // The long-running services and the mounts (a timer's oneshot may run any time).
+    let units = ok(
+        h,
+        node,
+        "systemctl list-units --type=service,mount --state=running,mounted --plain \
+         --no-legend | awk '{print $1}' | sort | xargs systemctl show \
+         --property=Id,ActiveEnterTimestampMonotonic,NRestarts --",
+    );
+    (files, units)
+}
+
+fn a_node_added_to_the_manifest_changes_nothing_but_hosts(
+    h: &Harness,
+    dir: &Path,
+    fx: &support::Fixture,
+) -> Harness {
+    let before = snapshot(h, "tel1");
+    let hosts_before = ok(h, "tel1", "cat /etc/hosts");
+    assert!(!hosts_before.contains("tel2"), "{hosts_before}");
+    // tel2 in the manifest, its image built from it; tel1 keeps the image it runs.
+    let grown_dir = dir.join("grown");
+    let manifest = skip_vendor_manifest(&grown_dir, &fx.manifest, &[("tel2", "10.77.0.52")]);
+    build(&manifest, &["telephony"], &fx.cache);
+    let cluster = Cluster::load(&manifest, &project_roles()).unwrap();
+    let grown = Harness::new(&cluster, &grown_dir.join("out"), h.state_dir()).unwrap();
+    let started = Instant::now();
+    grown.up(&["tel2"]).unwrap();
+    wait_joined(&grown, &["tel2"]);
+    println!("tel2 registered {:.0?} after up", started.elapsed());
+    assert_eq!(state_of(&grown, "tel1", "tel2"), "active");
+    // Every database client resolves the new node within a heartbeat or two.
+    for node in ["tel1", "tel2"] {
+        let resolved = wait_until(Duration::from_secs(40), "tel2 by name", || {
+            let output = run(&grown, node, "getent hosts tel2");
+            output.status.success().then(|| stdout(&output))
+        });
+        assert!(resolved.starts_with("10.77.0.52"), "{node}: {resolved}");
+    }
+    assert_eq!(
+        snapshot(&grown, "tel1"),
+        before,
+        "tel1 changed but /etc/hosts"
+    );
+    grown
+}
+
+fn a_clean_stop_or_a_lost_heartbeat_leaves_the_active_set_and_a_start_returns(h: &Harness) {
+    h.stop("tel2", Duration::from_secs(120)).unwrap();
+    assert_eq!(
+        state_of(h, "tel1", "tel2"),
+        "inactive",
+        "a clean stop leaves at once"
+    );
+    assert_active_again(h);
+
+    let killed = Instant::now();
+    h.kill("tel2").unwrap();
+    assert_eq!(
+        state_of(h, "tel1", "tel2"),
+        "active",
+        "a killed node says nothing"
+    );
+    wait_until(Duration::from_secs(60), "a stale heartbeat", || {
+        (state_of(h, "tel1", "tel2") == "inactive").then_some(())
+    });
+    let stale = killed.elapsed();
+    println!("tel2 inactive {stale:.0?} after its kill");
+    assert!(stale >= Duration::from_secs(20), "{stale:?}");
+    let active = ok(
+        h,
+        "tel1",
+        &client("SELECT description FROM dispatcher_active ORDER BY 1", 5000),
+    );
+    assert_eq!(
+        active.trim(),
+        "tel1",
+        "Kamailio's view drops the inactive node"
+    );
+    assert_active_again(h);
+}
+
+fn assert_active_again(h: &Harness) {
+    h.start("tel2").unwrap();
+    wait_until(JOIN_LIMIT, "tel2 active again", || {
+        (state_of(h, "tel1", "tel2") == "active").then_some(())
+    });
+}
