@@ -4,7 +4,8 @@
 //! changed on tel1 but the names it resolves; a clean stop and a hard kill take a node
 //! out of the active set, and it comes back by itself. The images are built with
 //! `vendor = "skip"` (FreeSWITCH's packages are not public), which the FreeSWITCH step
-//! reports as absent.
+//! reports as absent. sip1 runs Debian's Kamailio (a test-only role, `tests/data/`),
+//! whose dispatcher loads the active nodes from the database and drops a lost one.
 
 mod support;
 
@@ -13,18 +14,27 @@ use std::time::{Duration, Instant};
 
 use r2a::cluster::Harness;
 use r2a::manifest::Cluster;
+use r2a::role::RoleSet;
 use support::db_cluster::*;
 use support::{Lab, fixture, processes_mentioning, run_image_tool};
 
+/// The nodes with join steps; sip1 (Kamailio) has none.
 const NODES: [&str; 7] = ["db1", "db2", "db3", "fs1", "fs2", "fs3", "tel1"];
 
 #[test]
 fn telephony_nodes_register_grow_without_reconfiguration_and_leave_the_active_set() {
     let fx = fixture();
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("r2a-pool");
+    let data = data_with_test_roles();
     let manifest = skip_vendor_manifest(&dir, &fx.manifest, &[]);
-    build(&manifest, &["db", "fs", "telephony"], &fx.cache);
-    let cluster = Cluster::load(&manifest, &project_roles()).unwrap();
+    build(
+        &manifest,
+        &["db", "fs", "telephony", "sip-proxy"],
+        &fx.cache,
+        data.path(),
+    );
+    let roles = RoleSet::load(&data.path().join("roles")).unwrap();
+    let cluster = Cluster::load(&manifest, &roles).unwrap();
     let state = dir.join("state");
     let harness = Harness::new(&cluster, &dir.join("out"), &state).unwrap();
     harness.down().unwrap();
@@ -33,11 +43,16 @@ fn telephony_nodes_register_grow_without_reconfiguration_and_leave_the_active_se
 
     let started = Instant::now();
     h.up(&NODES).unwrap();
+    h.up(&["sip1"]).unwrap();
     wait_joined(h, &NODES);
+    h.wait_booted("sip1", JOIN_LIMIT).unwrap();
     println!("tel1 registered {:.0?} after up", started.elapsed());
     tel1_is_registered_with_its_capacity_and_freeswitch_reported_absent(h);
+    kamailio_routes_to(h, &["10.77.0.51"]);
+    status_shows_the_volume_and_the_pool(h);
 
-    let grown = a_node_added_to_the_manifest_changes_nothing_but_hosts(h, &dir, fx);
+    let grown = a_node_added_to_the_manifest_changes_nothing_but_hosts(h, &dir, fx, &data);
+    kamailio_routes_to(&grown, &["10.77.0.51", "10.77.0.52"]);
     a_clean_stop_or_a_lost_heartbeat_leaves_the_active_set_and_a_start_returns(&grown);
 
     grown.down().unwrap();
@@ -45,14 +60,32 @@ fn telephony_nodes_register_grow_without_reconfiguration_and_leave_the_active_se
     assert!(processes_mentioning(state.to_str().unwrap()).is_empty());
 }
 
-/// The fixture's manifest with `vendor = "skip"` instead of its local stand-ins, plus
-/// `extra` nodes, in `dir` (emptied first) with the fixture's secrets.
+/// The project's roles and overlays with the test-only ones of `tests/data/` beside them.
+fn data_with_test_roles() -> tempfile::TempDir {
+    let data = support::data_copy();
+    for folder in ["roles", "overlays"] {
+        let status = std::process::Command::new("cp")
+            .arg("-a")
+            .arg(support::repo().join("tests/data").join(folder))
+            .arg(data.path())
+            .status()
+            .unwrap();
+        assert!(status.success(), "copying tests/data/{folder}");
+    }
+    data
+}
+
+/// The fixture's manifest with `vendor = "skip"` instead of its local stand-ins, sip1,
+/// and `extra` telephony nodes, in `dir` with the fixture's secrets.
 fn skip_vendor_manifest(dir: &Path, fixture_manifest: &Path, extra: &[(&str, &str)]) -> PathBuf {
     let _ = std::fs::remove_dir_all(dir.join("state"));
     std::fs::create_dir_all(dir).unwrap();
     let text = std::fs::read_to_string(fixture_manifest).unwrap();
     let text = text.replace("[[vendor.local]]\npath = \"vendor\"\n", "");
-    let mut text = format!("vendor = \"skip\"\n\n{text}");
+    let mut text = format!(
+        "vendor = \"skip\"\n\n{text}\n[[nodes]]\nname = \"sip1\"\nrole = \"sip-proxy\"\n\
+         address = \"10.77.0.61\"\n"
+    );
     for (name, address) in extra {
         text.push_str(&format!(
             "\n[[nodes]]\nname = \"{name}\"\nrole = \"telephony\"\naddress = \"{address}\"\n"
@@ -65,7 +98,7 @@ fn skip_vendor_manifest(dir: &Path, fixture_manifest: &Path, extra: &[(&str, &st
     manifest
 }
 
-fn build(manifest: &Path, roles: &[&str], cache: &Path) {
+fn build(manifest: &Path, roles: &[&str], cache: &Path, data: &Path) {
     let out = manifest.with_file_name("out");
     let mut args = vec!["build", manifest.to_str().unwrap(), "--format", "tar"];
     for role in roles {
@@ -79,7 +112,7 @@ fn build(manifest: &Path, roles: &[&str], cache: &Path) {
         "--agent",
         env!("CARGO_BIN_EXE_r2a-node"),
     ]);
-    let built = run_image_tool(&args, None);
+    let built = run_image_tool(&args, Some(data));
     assert!(built.status.success(), "{}", built.stderr);
 }
 
@@ -151,6 +184,7 @@ fn a_node_added_to_the_manifest_changes_nothing_but_hosts(
     h: &Harness,
     dir: &Path,
     fx: &support::Fixture,
+    data: &tempfile::TempDir,
 ) -> Harness {
     let before = snapshot(h, "tel1");
     let hosts_before = ok(h, "tel1", "cat /etc/hosts");
@@ -158,8 +192,9 @@ fn a_node_added_to_the_manifest_changes_nothing_but_hosts(
     // tel2 in the manifest, its image built from it; tel1 keeps the image it runs.
     let grown_dir = dir.join("grown");
     let manifest = skip_vendor_manifest(&grown_dir, &fx.manifest, &[("tel2", "10.77.0.52")]);
-    build(&manifest, &["telephony"], &fx.cache);
-    let cluster = Cluster::load(&manifest, &project_roles()).unwrap();
+    build(&manifest, &["telephony"], &fx.cache, data.path());
+    let roles = RoleSet::load(&data.path().join("roles")).unwrap();
+    let cluster = Cluster::load(&manifest, &roles).unwrap();
     let grown = Harness::new(&cluster, &grown_dir.join("out"), h.state_dir()).unwrap();
     let started = Instant::now();
     grown.up(&["tel2"]).unwrap();
@@ -214,7 +249,35 @@ fn a_clean_stop_or_a_lost_heartbeat_leaves_the_active_set_and_a_start_returns(h:
         "tel1",
         "Kamailio's view drops the inactive node"
     );
+    kamailio_routes_to(h, &["10.77.0.51"]);
     assert_active_again(h);
+}
+
+/// Kamailio on sip1, after a `dispatcher.reload`, lists exactly these telephony nodes.
+fn kamailio_routes_to(h: &Harness, addresses: &[&str]) {
+    let listed = |text: &str| -> Vec<String> {
+        let mut found: Vec<String> = text
+            .lines()
+            .filter_map(|line| line.trim().strip_prefix("URI: sip:"))
+            .map(|uri| uri.trim_end_matches(":5060").to_string())
+            .collect();
+        found.sort();
+        found
+    };
+    let wanted: Vec<String> = addresses.iter().map(|a| a.to_string()).collect();
+    let last = wait_until(
+        Duration::from_secs(120),
+        "Kamailio's dispatcher list",
+        || {
+            let reload = run(h, "sip1", "kamcmd dispatcher.reload");
+            let list = run(h, "sip1", "kamcmd dispatcher.list");
+            (reload.status.success() && listed(&stdout(&list)) == wanted).then(|| stdout(&list))
+        },
+    );
+    assert!(
+        last.contains("ID: 1"),
+        "the pool is dispatcher set 1: {last}"
+    );
 }
 
 fn assert_active_again(h: &Harness) {
@@ -222,4 +285,26 @@ fn assert_active_again(h: &Harness) {
     wait_until(JOIN_LIMIT, "tel2 active again", || {
         (state_of(h, "tel1", "tel2") == "active").then_some(())
     });
+}
+
+/// `r2a-image cluster status --json` reads the volume from an fs node and the pool from
+/// tel1.
+fn status_shows_the_volume_and_the_pool(h: &Harness) {
+    let status = serde_json::to_value(h.status().unwrap()).unwrap();
+    let gluster = &status["gluster"]["available"]["value"];
+    assert_eq!(gluster["volume"]["started"], true, "{status:#}");
+    assert_eq!(gluster["volume"]["bricks"].as_array().unwrap().len(), 3);
+    assert_eq!(gluster["heal_entries"], 0, "{status:#}");
+    let pool = &status["telephony"]["available"]["value"];
+    assert_eq!(pool["active"], 1, "{status:#}");
+    assert_eq!(
+        (pool["calls"].clone(), pool["extensions"].clone()),
+        (1500.into(), 10000.into())
+    );
+    assert_eq!(pool["seed_use_case"], "Medium Enterprise");
+    let text = h.status().unwrap().to_text();
+    assert!(
+        text.contains("1 active: 1500 calls, 10000 extensions"),
+        "{text}"
+    );
 }

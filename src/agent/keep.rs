@@ -1,8 +1,9 @@
 //! `r2a-node keep`: what a node does for as long as it runs, after its join (run by
-//! `r2a-keep.service` on nodes with the database client overlay). A telephony node beats
-//! its heart in the pool every [`HEARTBEAT_SECONDS`] and leaves the active set when the
-//! unit is stopped cleanly; every such node keeps the agent's block of `/etc/hosts` in
-//! step with the nodes registered in the pool.
+//! `r2a-keep.service` on fs nodes and database clients). A telephony node beats its
+//! heart in the pool every [`HEARTBEAT_SECONDS`] and leaves the active set when the unit
+//! is stopped cleanly; every database client keeps the agent's block of `/etc/hosts` in
+//! step with the nodes registered in the pool; an fs node that is a member of the
+//! Gluster pool probes in the fs nodes that asked to join.
 //!
 //! The database may be away for a while (a failover, a restart of the whole cluster):
 //! a round that cannot reach it says so on stdout and the next one tries again.
@@ -15,12 +16,15 @@ use super::config::Config;
 use super::host::Host;
 use super::hosts::with_registered;
 use super::identity;
+use super::join::gluster_requests::answer_requests;
 use super::markers::read_marker;
 use super::pool::{self, HEARTBEAT_SECONDS};
 use super::root::{Root, read_optional, write_atomic};
 
 /// The join step whose marker says this node is registered in the pool.
 const POOL_STEP: &str = "telephony-pool";
+/// The join step whose marker says this fs node is a member of the Gluster pool.
+const GLUSTER_STEP: &str = "gluster";
 /// The file whose block [`with_registered`] keeps.
 pub const HOSTS_FILE: &str = "/etc/hosts";
 
@@ -34,11 +38,24 @@ pub fn run(root: &Root, host: &mut dyn Host) -> anyhow::Result<()> {
     })?;
     let name = recorded.identity.node;
     let in_pool = config.role.join.iter().any(|step| step == POOL_STEP);
+    let gluster_brick = if config.role.join.iter().any(|step| step == GLUSTER_STEP) {
+        Some(config.role.var("brick")?)
+    } else {
+        None
+    };
+    // systemd gives database clients their database settings (database.env).
+    let database_client = std::env::var_os("PGHOST").is_some();
+    let duties = Duties {
+        name: &name,
+        in_pool,
+        gluster_brick: gluster_brick.as_deref(),
+        database_client,
+    };
     crate::interrupt::install()?;
     let mut last_report = String::new();
     while crate::interrupt::check().is_ok() {
         let started = Instant::now();
-        let report = one_round(root, host, &config, &name, in_pool);
+        let report = one_round(root, host, &config, &duties);
         // Said once per change, not every ten seconds.
         if report != last_report {
             println!("r2a-node: keep: {report}");
@@ -57,16 +74,37 @@ pub fn run(root: &Root, host: &mut dyn Host) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// One heartbeat and one `/etc/hosts` update; what happened, in one line.
-fn one_round(
-    root: &Root,
-    host: &mut dyn Host,
-    config: &Config,
-    name: &str,
+/// What this node's keeper does each round.
+struct Duties<'a> {
+    name: &'a str,
+    /// A telephony node: heartbeat.
     in_pool: bool,
-) -> String {
+    /// An fs node: its brick, where join requests land.
+    gluster_brick: Option<&'a str>,
+    /// It reads the telephony pool for `/etc/hosts`.
+    database_client: bool,
+}
+
+/// One round of every duty; what happened, in one line.
+fn one_round(root: &Root, host: &mut dyn Host, config: &Config, duties: &Duties<'_>) -> String {
+    let name = duties.name;
     let mut said = Vec::new();
-    if in_pool {
+    if let Some(brick) = duties.gluster_brick {
+        // Only a member answers: its own join step is done.
+        said.push(match read_marker(root, GLUSTER_STEP) {
+            Ok(Some(_)) => match answer_requests(root, host, brick) {
+                Ok(probed) if probed.is_empty() => "no fs node waits to join".to_string(),
+                Ok(probed) => format!("probed {} into the pool", probed.join(", ")),
+                Err(error) => format!("join requests not answered: {error:#}"),
+            },
+            Ok(None) => "not a member of the Gluster pool yet".to_string(),
+            Err(error) => format!("{error:#}"),
+        });
+    }
+    if !duties.database_client {
+        return said.join("; ");
+    }
+    if duties.in_pool {
         said.push(match registered(root) {
             Ok(true) => match pool::query(host, &pool::heartbeat_sql(name)) {
                 Ok(_) => "heartbeat sent".to_string(),

@@ -36,6 +36,7 @@ pub mod container;
 mod lifecycle;
 pub mod names;
 pub mod network;
+pub mod pools;
 mod probe;
 pub mod rootfs;
 pub mod state;

@@ -1,18 +1,26 @@
 //! Gathering `status`: each node's process, addresses and systemd state (the manifest's
 //! nodes, and any other node the record keeps), the agent's report read inside the
-//! container, and the etcd and Patroni members from the first running db node. Every command inside runs under a time limit, and a section that
-//! cannot be read is reported as unavailable with the reason, never as a failure.
+//! container, the etcd and Patroni members from the first running db node, the Gluster
+//! pool and volume from the first running fs node, and the telephony pool from the first
+//! running telephony node. Every command inside runs under a time limit, and a section
+//! that cannot be read is reported as unavailable with the reason, never as a failure.
 
 use std::process::Stdio;
 
+use super::pools::{self, GlusterStatus, TelephonyPool};
 use super::status::{self, AgentStatus, ClusterStatus, NodeStatus, Section};
 use super::{Harness, container, network};
+use crate::agent::join::gluster;
 
 /// The time limit of each command run inside a container for the report, in seconds.
 const PROBE_SECONDS: &str = "20";
 
 /// The db role's name, whose nodes run etcd and Patroni.
 const DB_ROLE: &str = "db";
+/// The fs role's name, whose nodes run glusterd.
+const FS_ROLE: &str = "fs";
+/// The telephony role's name, whose nodes read the telephony pool.
+const TELEPHONY_ROLE: &str = "telephony";
 
 const ETCD_TLS: [&str; 4] = [
     "--cacert=/etc/r2a/tls/ca.crt",
@@ -29,6 +37,9 @@ impl Harness {
         let record = self.load_record()?;
         let mut nodes = Vec::new();
         let mut db_init = None;
+        // The first running node of the roles the cluster-wide sections are read from.
+        let mut fs_init = None;
+        let mut telephony_init = None;
         // (name, role, address in the manifest)
         let mut listed: Vec<(&str, &str, Option<String>)> = (self.cluster.nodes.iter())
             .map(|n| {
@@ -68,9 +79,14 @@ impl Harness {
                     .map(|(_, stdout, _)| stdout.trim().to_string())
                     .unwrap_or_else(|reason| reason)
             });
-            if role == DB_ROLE && db_init.is_none() {
-                db_init = init.map(|init| (name.to_string(), init));
-            }
+            let first = |slot: &mut Option<(String, u32)>, of: &str| {
+                if role == of && slot.is_none() {
+                    *slot = init.map(|init| (name.to_string(), init));
+                }
+            };
+            first(&mut db_init, DB_ROLE);
+            first(&mut fs_init, FS_ROLE);
+            first(&mut telephony_init, TELEPHONY_ROLE);
             nodes.push(NodeStatus {
                 name: name.to_string(),
                 role: role.to_string(),
@@ -104,8 +120,56 @@ impl Harness {
             nodes,
             etcd,
             patroni,
+            gluster: read_from(fs_init, "fs", gluster_status),
+            telephony: read_from(telephony_init, "telephony", telephony_pool),
         })
     }
+}
+
+/// A section read from the first running node of a role, or why it cannot be.
+fn read_from<T>(
+    node: Option<(String, u32)>,
+    role: &str,
+    read: fn(u32) -> Result<T, String>,
+) -> Section<T> {
+    let Some((name, init)) = node else {
+        return Section::Unavailable {
+            reason: format!("no {role} node is running"),
+        };
+    };
+    match read(init) {
+        Ok(value) => Section::Available { from: name, value },
+        Err(reason) => Section::Unavailable { reason },
+    }
+}
+
+fn gluster_status(init: u32) -> Result<GlusterStatus, String> {
+    let xml = |args: &[&str]| {
+        let mut argv = vec!["gluster", "--mode=script", "--xml"];
+        argv.extend(args);
+        run_inside(init, &argv)
+    };
+    let peers = gluster::parse_pool(&xml(&["pool", "list"])?).map_err(|e| format!("{e:#}"))?;
+    let volume = gluster::parse_volume(&xml(&["volume", "info"])?).map_err(|e| format!("{e:#}"))?;
+    let heal_entries = volume.as_ref().and_then(|volume| {
+        let summary = ["gluster", "volume", "heal", &volume.name, "info", "summary"];
+        run_inside(init, &summary)
+            .ok()
+            .and_then(|text| pools::parse_heal_summary(&text))
+    });
+    Ok(GlusterStatus {
+        peers,
+        volume,
+        heal_entries,
+    })
+}
+
+fn telephony_pool(init: u32) -> Result<TelephonyPool, String> {
+    let script = format!(
+        "set -a; . /etc/r2a/database.env; set +a; psql -X -At -c \"{}\"",
+        pools::TELEPHONY_SQL.replace('"', "\\\"")
+    );
+    pools::parse_telephony(&run_inside(init, &["sh", "-c", &script])?)
 }
 
 fn etcd_members(node: &str, init: u32) -> Section<Vec<status::EtcdMember>> {

@@ -20,6 +20,10 @@ pub struct ClusterStatus {
     pub etcd: Section<Vec<EtcdMember>>,
     /// Patroni's members, as one running db node sees them.
     pub patroni: Section<Vec<PatroniMember>>,
+    /// The Gluster pool and volume, as one running fs node sees them.
+    pub gluster: Section<super::pools::GlusterStatus>,
+    /// The telephony pool, as one running telephony node reads it.
+    pub telephony: Section<super::pools::TelephonyPool>,
 }
 
 /// A part of the report that may not be available.
@@ -313,6 +317,7 @@ impl ClusterStatus {
                 let _ = writeln!(text, ": unavailable: {reason}");
             }
         }
+        text.push_str(&super::pools::to_text(&self.gluster, &self.telephony));
         text
     }
 }
@@ -437,8 +442,18 @@ mod tests {
             patroni: Section::Unavailable {
                 reason: "no db node is running".to_string(),
             },
+            gluster: Section::Unavailable {
+                reason: "no fs node is running".to_string(),
+            },
+            telephony: Section::Unavailable {
+                reason: "no telephony node is running".to_string(),
+            },
         };
         let text = status.to_text();
+        assert!(
+            text.contains("gluster: unavailable: no fs node is running"),
+            "{text}"
+        );
         assert!(
             text.contains("db4 (db, not in the manifest): not running"),
             "{text}"

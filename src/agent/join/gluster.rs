@@ -5,9 +5,14 @@
 //! the other two (a node cannot probe itself into a pool: glusterd accepts `peer probe`
 //! only on its local socket), creates the volume with one brick on each seed, turns TLS
 //! on for its I/O and starts it; the other seeds are done once the volume they share is
-//! started. An fs node beyond the seeds waits to be probed in by a member; once in the
-//! pool, the lowest-named node of a complete set of three adds the set's bricks and
-//! starts a rebalance, and a set still missing a node waits and says so.
+//! started. An fs node beyond the seeds asks to join: it mounts the volume as a client
+//! and leaves its address in `/.r2a/join/<name>`, where the members' `r2a-node keep`
+//! finds it on their bricks and probes it in. Once in the pool, the lowest-named node of
+//! a complete set of three adds the set's bricks and starts a rebalance; a set still
+//! missing a node waits and says so.
+//!
+//! Seeds are known to Gluster by name (every image of the cluster resolves them); a
+//! later node by its address, since the images built before it cannot resolve its name.
 //!
 //! Bricks are a folder on the data disk (`vars.brick` of the role). A node without a
 //! data disk keeps its brick on the root disk, which glusterd accepts only with `force`;
@@ -18,6 +23,7 @@ use std::collections::BTreeMap;
 use anyhow::{Context as _, bail};
 
 use super::Progress;
+use super::gluster_requests::JoinRequest;
 use crate::agent::host::{Host, Invocation};
 use crate::agent::root::write_atomic;
 use crate::agent::steps::Context;
@@ -39,7 +45,7 @@ pub const VOLUME_OPTIONS: [(&str, &str); 3] = [
 pub const REPLICA: usize = 3;
 
 /// A peer of the local pool, as `gluster pool list` shows it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Peer {
     /// The name it was probed by.
     pub hostname: String,
@@ -48,8 +54,10 @@ pub struct Peer {
 }
 
 /// The shared volume, as `gluster volume info` shows it.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Volume {
+    /// Its name.
+    pub name: String,
     /// Whether it is started.
     pub started: bool,
     /// Its bricks, `host:/path`, in volume order (each run of three is a replica set).
@@ -74,6 +82,8 @@ pub struct Facts<'a> {
     pub own: &'a str,
     /// Every fs node this image knows, in manifest order; the first three are seeds.
     pub fs_nodes: &'a [&'a str],
+    /// How Gluster knows each later fs node: (name, address).
+    pub later_addresses: &'a [(&'a str, String)],
     /// fs nodes without a data disk (their bricks are on the root disk).
     pub without_data_disk: &'a [&'a str],
     /// The brick folder on every fs node.
@@ -90,6 +100,8 @@ pub struct Facts<'a> {
 pub enum Plan {
     /// `gluster peer probe` this node.
     Probe(String),
+    /// Leave a join request for the members on the volume, then wait.
+    AskToJoin(String),
     /// `gluster volume create ... replica 3` of these bricks (`force` for bricks on a
     /// root disk).
     Create {
@@ -122,7 +134,7 @@ pub fn plan(facts: &Facts<'_>) -> Plan {
     let Some(volume) = facts.volume else {
         return plan_creation(facts, &seeds, coordinator);
     };
-    if volume.has_brick_of(facts.own) {
+    if volume.has_brick_of(host(facts, facts.own)) {
         return plan_volume_settings(facts, volume, coordinator);
     }
     plan_growth(facts, volume)
@@ -131,7 +143,7 @@ pub fn plan(facts: &Facts<'_>) -> Plan {
 /// Before the volume exists: the coordinator forms the pool of the seeds and creates it.
 fn plan_creation(facts: &Facts<'_>, seeds: &[&str], coordinator: &str) -> Plan {
     if !seeds.contains(&facts.own) {
-        return Plan::Wait(format!(
+        return Plan::AskToJoin(format!(
             "waiting to be probed into the pool by a member ({})",
             seeds.join(", ")
         ));
@@ -190,7 +202,7 @@ fn plan_growth(facts: &Facts<'_>, volume: &Volume) -> Plan {
         .fs_nodes
         .iter()
         .copied()
-        .filter(|node| !volume.has_brick_of(node))
+        .filter(|node| !volume.has_brick_of(host(facts, node)))
         .collect();
     let position = waiting.iter().position(|node| *node == facts.own);
     let Some(set) = position.and_then(|at| waiting.chunks(REPLICA).nth(at / REPLICA)) else {
@@ -227,22 +239,33 @@ fn plan_growth(facts: &Facts<'_>, volume: &Volume) -> Plan {
     }
 }
 
+/// The name Gluster knows `node` by: its address for a later node, else its name.
+fn host<'a>(facts: &'a Facts<'_>, node: &'a str) -> &'a str {
+    facts
+        .later_addresses
+        .iter()
+        .find(|(name, _)| *name == node)
+        .map_or(node, |(_, address)| address.as_str())
+}
+
 fn listed(facts: &Facts<'_>, node: &str) -> bool {
-    facts.peers.iter().any(|peer| peer.hostname == node)
+    let host = host(facts, node);
+    facts.peers.iter().any(|peer| peer.hostname == host)
 }
 
 fn connected(facts: &Facts<'_>, node: &str) -> bool {
+    let host = host(facts, node);
     node == facts.own
         || facts
             .peers
             .iter()
-            .any(|peer| peer.hostname == node && peer.connected)
+            .any(|peer| peer.hostname == host && peer.connected)
 }
 
 fn bricks(facts: &Facts<'_>, nodes: &[&str]) -> Vec<String> {
     nodes
         .iter()
-        .map(|node| format!("{node}:{}", facts.brick))
+        .map(|node| format!("{}:{}", host(facts, node), facts.brick))
         .collect()
 }
 
@@ -281,9 +304,16 @@ pub fn attempt(context: &mut Context<'_>) -> anyhow::Result<Progress> {
         .filter(|node| node.data_disk.is_none())
         .map(|node| node.name.as_str())
         .collect();
+    let later_addresses: Vec<(&str, String)> = context
+        .cluster
+        .nodes_of("fs")
+        .skip(REPLICA)
+        .map(|node| (node.name.as_str(), node.address.to_string()))
+        .collect();
     let facts = Facts {
         own: &context.node.name,
         fs_nodes: &fs_nodes,
+        later_addresses: &later_addresses,
         without_data_disk: &without_data_disk,
         brick: &brick,
         peers: &peers,
@@ -298,6 +328,19 @@ pub fn attempt(context: &mut Context<'_>) -> anyhow::Result<Progress> {
         Plan::Done(detail) if changed => return Ok(Progress::changed(detail)),
         Plan::Done(detail) => return Ok(Progress::in_place(detail)),
         Plan::Wait(reason) => return Ok(Progress::Waiting(reason)),
+        Plan::AskToJoin(reason) => {
+            let seeds: Vec<&str> = fs_nodes.iter().take(REPLICA).copied().collect();
+            let request = JoinRequest {
+                name: context.node.name.clone(),
+                address: context.node.address.to_string(),
+            };
+            return Ok(Progress::Waiting(
+                match request.leave(context.root, context.host, &seeds, &volume_name) {
+                    Ok(()) => format!("{reason}; asked to join"),
+                    Err(error) => format!("{reason}; cannot ask to join yet: {error:#}"),
+                },
+            ));
+        }
         Plan::Probe(node) => {
             act(
                 context.host,
@@ -358,7 +401,7 @@ pub(crate) fn ensure_secure_access(context: &mut Context<'_>) -> anyhow::Result<
 
 /// Runs `gluster --mode=script --xml` with `args` on the local glusterd and returns
 /// its XML answer once it says the operation succeeded.
-fn gluster(host: &mut dyn Host, args: &[&str]) -> anyhow::Result<String> {
+pub(crate) fn gluster(host: &mut dyn Host, args: &[&str]) -> anyhow::Result<String> {
     let mut all = vec!["--mode=script", "--xml"];
     all.extend_from_slice(args);
     let output = host.run(&Invocation::new("gluster", all).with_timeout(120))?;
@@ -417,8 +460,8 @@ pub fn parse_pool(xml: &str) -> anyhow::Result<Vec<Peer>> {
         .collect())
 }
 
-/// The volume of `gluster volume info NAME`, `None` when the answer says it does not
-/// exist.
+/// The volume of `gluster volume info [NAME]`, `None` when the answer says it does not
+/// exist (or, asked for every volume, that there is none).
 pub fn parse_volume(xml: &str) -> anyhow::Result<Option<Volume>> {
     let answer = cli_answer(xml)?;
     let document = roxmltree::Document::parse(xml).context("reading gluster's volume info")?;
@@ -426,7 +469,8 @@ pub fn parse_volume(xml: &str) -> anyhow::Result<Option<Volume>> {
         .descendants()
         .find(|node| node.has_tag_name("volume"))
     else {
-        if answer.op_ret != 0 && answer.op_errstr.contains("does not exist") {
+        // Asked by name: "does not exist"; asked for all: an empty list.
+        if answer.op_ret == 0 || answer.op_errstr.contains("does not exist") {
             return Ok(None);
         }
         bail!("gluster volume info: {}", answer.op_errstr);
@@ -442,6 +486,7 @@ pub fn parse_volume(xml: &str) -> anyhow::Result<Option<Volume>> {
         .filter_map(|option| Some((child_text(option, "name")?, child_text(option, "value")?)))
         .collect();
     Ok(Some(Volume {
+        name: child_text(volume, "name").unwrap_or_default(),
         started: child_text(volume, "statusStr").as_deref() == Some("Started"),
         bricks,
         options,

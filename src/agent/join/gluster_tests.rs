@@ -6,9 +6,20 @@ use super::*;
 const BRICK: &str = "/srv/gluster/b1/shared";
 const SIX: [&str; 6] = ["fs1", "fs2", "fs3", "fs4", "fs5", "fs6"];
 
+/// Gluster knows the fs nodes beyond the seeds by address.
+fn later() -> Vec<(&'static str, String)> {
+    (4..=6)
+        .map(|n| (SIX[n - 1], format!("10.77.0.2{n}")))
+        .collect()
+}
+
+/// Pool peers as glusterd lists them: seeds by name, later nodes by address.
 fn peers(connected: &[&str], disconnected: &[&str]) -> Vec<Peer> {
     let peer = |name: &&str, connected| Peer {
-        hostname: name.to_string(),
+        hostname: later()
+            .into_iter()
+            .find(|(node, _)| node == name)
+            .map_or(name.to_string(), |(_, address)| address),
         connected,
     };
     connected
@@ -20,8 +31,9 @@ fn peers(connected: &[&str], disconnected: &[&str]) -> Vec<Peer> {
 
 fn volume(nodes: &[&str], started: bool, with_options: bool) -> Volume {
     Volume {
+        name: "shared".into(),
         started,
-        bricks: nodes.iter().map(|node| format!("{node}:{BRICK}")).collect(),
+        bricks: bricks(nodes),
         options: if with_options {
             VOLUME_OPTIONS
                 .iter()
@@ -34,7 +46,16 @@ fn volume(nodes: &[&str], started: bool, with_options: bool) -> Volume {
 }
 
 fn bricks(nodes: &[&str]) -> Vec<String> {
-    nodes.iter().map(|node| format!("{node}:{BRICK}")).collect()
+    let host = |node: &str| {
+        later()
+            .into_iter()
+            .find(|(name, _)| *name == node)
+            .map_or(node.to_string(), |(_, address)| address)
+    };
+    nodes
+        .iter()
+        .map(|node| format!("{}:{BRICK}", host(node)))
+        .collect()
 }
 
 fn wait(reason: &str) -> Plan {
@@ -149,7 +170,9 @@ fn cases() -> Vec<Case> {
             &SIX,
             peers(&[], &[]),
             None,
-            wait("waiting to be probed into the pool by a member (fs1, fs2, fs3)"),
+            Plan::AskToJoin(
+                "waiting to be probed into the pool by a member (fs1, fs2, fs3)".into(),
+            ),
         ),
         (
             "a set of three in the pool: its lowest node adds the bricks",
@@ -199,10 +222,13 @@ fn cases() -> Vec<Case> {
 
 #[test]
 fn each_pool_and_volume_leads_to_its_plan() {
+    let later = later();
+    let later: Vec<(&str, String)> = later.iter().map(|(n, a)| (*n, a.clone())).collect();
     for (what, own, fs_nodes, peers, volume, expected) in cases() {
         let facts = Facts {
             own,
             fs_nodes,
+            later_addresses: &later,
             without_data_disk: &[],
             brick: BRICK,
             peers: &peers,
@@ -219,6 +245,7 @@ fn bricks_on_a_root_disk_are_created_with_force_and_said_so() {
     let mut facts = Facts {
         own: "fs1",
         fs_nodes: &three,
+        later_addresses: &[],
         without_data_disk: &["fs2"],
         brick: BRICK,
         peers: &pool,
@@ -335,6 +362,7 @@ fn volume_info_gives_state_bricks_and_options_or_none() {
     assert_eq!(parse_volume(NO_VOLUME).unwrap(), None);
     let volume = parse_volume(VOLUME_INFO).unwrap().unwrap();
     assert!(volume.started);
+    assert_eq!(volume.name, "shared");
     assert_eq!(volume.bricks, bricks(&["fs1", "fs2", "fs3"]));
     assert!(volume.has_brick_of("fs2") && !volume.has_brick_of("fs4"));
     assert_eq!(
