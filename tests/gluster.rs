@@ -2,7 +2,8 @@
 //! cluster harness (one container per node, on the harness's own bridge): three fs nodes
 //! with XFS data disks form the pool and the replica-3 volume over TLS, and admin1 mounts
 //! it. One cluster serves every assertion, in the order a volume lives: formed, written
-//! to, an fs node hard-killed while writes go on, healed on its return, and `down`.
+//! to, an fs node hard-killed while writes go on, healed on its return, grown by three
+//! fs nodes added to the manifest, and `down`.
 
 mod support;
 
@@ -11,6 +12,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use r2a::cluster::Harness;
+use r2a::manifest::Cluster;
 use r2a::project::{Project, SecretsMode};
 use support::db_cluster::*;
 use support::{Lab, fixture, processes_mentioning};
@@ -20,7 +22,7 @@ const BRICK: &str = "/srv/gluster/b1/shared";
 const MOUNT: &str = "/srv/shared";
 
 #[test]
-fn three_fs_nodes_form_a_replica_3_volume_that_serves_through_a_failure_and_heals() {
+fn three_fs_nodes_form_a_replica_3_volume_that_survives_a_failure_heals_and_grows_by_three() {
     let fx = fixture();
     let built = {
         let _lock = fx.lock();
@@ -65,7 +67,17 @@ fn three_fs_nodes_form_a_replica_3_volume_that_serves_through_a_failure_and_heal
     h.start("fs2").unwrap();
     h.wait_booted("fs2", JOIN_LIMIT).unwrap();
     every_file_is_on_every_brick_after_the_heal(h, 200);
+    let before = checksums(h, "admin1", MOUNT);
 
+    let grown = three_fs_nodes_added_to_the_manifest_make_it_2_by_3(h, fx);
+    assert_eq!(
+        checksums(&grown, "admin1", MOUNT),
+        before,
+        "every file is still readable, unchanged"
+    );
+    write_files(&grown, 200..300);
+
+    grown.down().unwrap();
     lab.0.down().unwrap();
     assert!(
         processes_mentioning(state.to_str().unwrap()).is_empty(),
@@ -151,21 +163,96 @@ fn every_file_is_on_every_brick_after_the_heal(h: &Harness, files: usize) {
         let connected = text.matches("Status: Connected").count();
         (summary.status.success() && connected == 3 && pending == 0).then_some(())
     });
-    let sums = |node: &str, folder: &str| -> BTreeMap<String, String> {
-        let listing = ok(
-            h,
-            node,
-            &format!("cd {folder} && sha256sum [0-9][0-9][0-9].bin"),
-        );
-        listing
-            .lines()
-            .filter_map(|line| line.split_once("  "))
-            .map(|(sum, name)| (name.to_string(), sum.to_string()))
-            .collect()
-    };
-    let seen = sums("admin1", MOUNT);
+    let seen = checksums(h, "admin1", MOUNT);
     assert_eq!(seen.len(), files);
     for node in FS {
-        assert_eq!(sums(node, BRICK), seen, "{node}'s brick holds every file");
+        assert_eq!(
+            checksums(h, node, BRICK),
+            seen,
+            "{node}'s brick holds every file"
+        );
     }
+}
+
+/// sha256 of every `NNN.bin` in `folder` on `node`, by name.
+fn checksums(h: &Harness, node: &str, folder: &str) -> BTreeMap<String, String> {
+    let listing = ok(
+        h,
+        node,
+        &format!("cd {folder} && sha256sum [0-9][0-9][0-9].bin"),
+    );
+    listing
+        .lines()
+        .filter_map(|line| line.split_once("  "))
+        .map(|(sum, name)| (name.to_string(), sum.to_string()))
+        .collect()
+}
+
+/// fs4, fs5 and fs6 in the manifest, their image built from it; the running nodes keep
+/// theirs. They ask to join, a member probes them in, and the lowest adds the set.
+fn three_fs_nodes_added_to_the_manifest_make_it_2_by_3(
+    h: &Harness,
+    fx: &support::Fixture,
+) -> Harness {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("r2a-gluster-grown");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let manifest = dir.join("cluster.toml");
+    let mut text = std::fs::read_to_string(&fx.manifest).unwrap();
+    for n in 4..=6 {
+        text.push_str(&format!(
+            "\n[[nodes]]\nname = \"fs{n}\"\nrole = \"fs\"\naddress = \"10.77.0.2{n}\"\n\
+             data_disk = \"/dev/vdb\"\n"
+        ));
+    }
+    std::fs::write(&manifest, text).unwrap();
+    let secrets = fx.manifest.with_file_name("cluster.secrets.toml");
+    std::fs::copy(&secrets, dir.join("cluster.secrets.toml")).unwrap();
+    let copied = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(fx.manifest.with_file_name("vendor"))
+        .arg(&dir)
+        .status()
+        .unwrap();
+    assert!(copied.success());
+    let out = dir.join("out");
+    let build = support::run_image_tool(
+        &[
+            "build",
+            manifest.to_str().unwrap(),
+            "--role",
+            "fs",
+            "--format",
+            "tar",
+            "--out",
+            out.to_str().unwrap(),
+            "--cache",
+            fx.cache.to_str().unwrap(),
+            "--agent",
+            env!("CARGO_BIN_EXE_r2a-node"),
+        ],
+        None,
+    );
+    assert!(build.status.success(), "{}", build.stderr);
+    let cluster = Cluster::load(&manifest, &project_roles()).unwrap();
+    let grown = Harness::new(&cluster, &out, h.state_dir()).unwrap();
+    let started = std::time::Instant::now();
+    grown.up(&["fs4", "fs5", "fs6"]).unwrap();
+    wait_joined(&grown, &["fs4", "fs5", "fs6"]);
+    println!(
+        "fs4-fs6 joined the volume {:.0?} after up",
+        started.elapsed()
+    );
+    let info = ok(&grown, "fs1", "gluster volume info shared");
+    assert!(info.contains("Number of Bricks: 2 x 3 = 6"), "{info}");
+    for n in 4..=6 {
+        let brick = format!("Brick{n}: 10.77.0.2{n}:{BRICK}");
+        assert!(info.contains(&brick), "{info}");
+    }
+    let rebalance = ok(&grown, "fs4", "gluster volume rebalance shared status");
+    assert!(
+        rebalance.contains("localhost"),
+        "a rebalance ran: {rebalance}"
+    );
+    grown
 }
