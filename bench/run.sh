@@ -12,7 +12,8 @@
 # and the boot matrix of the reference cluster (tests/matrix.rs): each node booted under
 # TCG, seconds from the kernel's start to r2a-firstboot.service done, and the whole run;
 # last the db cluster in the cluster harness (bench/cluster.sh): formation, failover under
-# writes, memory per container.
+# writes, memory per container; and the fs and telephony joins (bench/pools.sh): volume
+# started, a telephony node registered, heal after an fs node's restart.
 # Run as root from the repository root: `make bench`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -96,3 +97,6 @@ done
 
 # The db cluster in the cluster harness: formation, failovers, memory (bench/cluster.sh).
 bench/cluster.sh "$work"
+
+# The fs and telephony joins: volume, registration, heal (bench/pools.sh).
+bench/pools.sh "$work"

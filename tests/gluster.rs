@@ -163,6 +163,17 @@ fn every_file_is_on_every_brick_after_the_heal(h: &Harness, files: usize) {
         let connected = text.matches("Status: Connected").count();
         (summary.status.success() && connected == 3 && pending == 0).then_some(())
     });
+    // The agent shows the pool as glusterd reports it now.
+    let status = ok(h, "fs2", "r2a-node status");
+    assert!(
+        status.contains("volume shared started, 3 bricks (1 sets of 3), heal entries 0"),
+        "{status}"
+    );
+    let peers = status
+        .lines()
+        .find(|line| line.starts_with("peers: "))
+        .unwrap();
+    assert_eq!(peers.matches(" connected").count(), 2, "{status}");
     let seen = checksums(h, "admin1", MOUNT);
     assert_eq!(seen.len(), files);
     for node in FS {

@@ -1,8 +1,10 @@
-//! The telephony pool of the test manifest in the cluster harness: the db cluster and
-//! the Gluster volume formed by their agents, tel1 registered in the shared database
-//! through its HAProxy; tel2, added to the manifest later, registers with nothing
-//! changed on tel1 but the names it resolves; a clean stop and a hard kill take a node
-//! out of the active set, and it comes back by itself. The images are built with
+//! The whole reference topology in the cluster harness, with the telephony pool under
+//! test: 3 db, 3 fs, admin, portal, switchboard, api and telephony nodes; the db cluster
+//! and the Gluster volume formed by their agents, tel1 registered in the shared
+//! database through its HAProxy; tel2, added to the manifest later, registers with
+//! nothing changed on tel1 but the names it resolves, and `cluster status` shows every
+//! join done; a clean stop and a hard kill take a node out of the active set, and it
+//! comes back by itself. The images are built with
 //! `vendor = "skip"` (FreeSWITCH's packages are not public), which the FreeSWITCH step
 //! reports as absent. sip1 runs Debian's Kamailio (a test-only role, `tests/data/`),
 //! whose dispatcher loads the active nodes from the database and drops a lost one.
@@ -18,8 +20,12 @@ use r2a::role::RoleSet;
 use support::db_cluster::*;
 use support::{Lab, fixture, processes_mentioning, run_image_tool};
 
-/// The nodes with join steps; sip1 (Kamailio) has none.
-const NODES: [&str; 7] = ["db1", "db2", "db3", "fs1", "fs2", "fs3", "tel1"];
+/// The nodes with join steps.
+const JOINING: [&str; 9] = [
+    "db1", "db2", "db3", "fs1", "fs2", "fs3", "admin1", "api1", "tel1",
+];
+/// The nodes without: the portal, the switchboard and Kamailio.
+const OTHERS: [&str; 3] = ["portal1", "switch1", "sip1"];
 
 #[test]
 fn telephony_nodes_register_grow_without_reconfiguration_and_leave_the_active_set() {
@@ -27,12 +33,17 @@ fn telephony_nodes_register_grow_without_reconfiguration_and_leave_the_active_se
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("r2a-pool");
     let data = data_with_test_roles();
     let manifest = skip_vendor_manifest(&dir, &fx.manifest, &[]);
-    build(
-        &manifest,
-        &["db", "fs", "telephony", "sip-proxy"],
-        &fx.cache,
-        data.path(),
-    );
+    let roles = [
+        "db",
+        "fs",
+        "admin",
+        "portal",
+        "switchboard",
+        "api",
+        "telephony",
+        "sip-proxy",
+    ];
+    build(&manifest, &roles, &fx.cache, data.path());
     let roles = RoleSet::load(&data.path().join("roles")).unwrap();
     let cluster = Cluster::load(&manifest, &roles).unwrap();
     let state = dir.join("state");
@@ -42,10 +53,12 @@ fn telephony_nodes_register_grow_without_reconfiguration_and_leave_the_active_se
     let h = &lab.0;
 
     let started = Instant::now();
-    h.up(&NODES).unwrap();
-    h.up(&["sip1"]).unwrap();
-    wait_joined(h, &NODES);
-    h.wait_booted("sip1", JOIN_LIMIT).unwrap();
+    h.up(&JOINING).unwrap();
+    h.up(&OTHERS).unwrap();
+    wait_joined(h, &JOINING);
+    for node in OTHERS {
+        h.wait_booted(node, JOIN_LIMIT).unwrap();
+    }
     println!("tel1 registered {:.0?} after up", started.elapsed());
     tel1_is_registered_with_its_capacity_and_freeswitch_reported_absent(h);
     kamailio_routes_to(h, &["10.77.0.51"]);
@@ -53,6 +66,7 @@ fn telephony_nodes_register_grow_without_reconfiguration_and_leave_the_active_se
 
     let grown = a_node_added_to_the_manifest_changes_nothing_but_hosts(h, &dir, fx, &data);
     kamailio_routes_to(&grown, &["10.77.0.51", "10.77.0.52"]);
+    every_node_of_the_topology_runs_with_every_join_done(&grown);
     a_clean_stop_or_a_lost_heartbeat_leaves_the_active_set_and_a_start_returns(&grown);
 
     grown.down().unwrap();
@@ -75,17 +89,24 @@ fn data_with_test_roles() -> tempfile::TempDir {
     data
 }
 
-/// The fixture's manifest with `vendor = "skip"` instead of its local stand-ins, sip1,
-/// and `extra` telephony nodes, in `dir` with the fixture's secrets.
+/// The fixture's manifest with `vendor = "skip"` instead of its local stand-ins, a
+/// switchboard, an api node and sip1, and `extra` telephony nodes, in `dir` with the
+/// fixture's secrets.
 fn skip_vendor_manifest(dir: &Path, fixture_manifest: &Path, extra: &[(&str, &str)]) -> PathBuf {
     let _ = std::fs::remove_dir_all(dir.join("state"));
     std::fs::create_dir_all(dir).unwrap();
     let text = std::fs::read_to_string(fixture_manifest).unwrap();
     let text = text.replace("[[vendor.local]]\npath = \"vendor\"\n", "");
-    let mut text = format!(
-        "vendor = \"skip\"\n\n{text}\n[[nodes]]\nname = \"sip1\"\nrole = \"sip-proxy\"\n\
-         address = \"10.77.0.61\"\n"
-    );
+    let mut text = format!("vendor = \"skip\"\n\n{text}");
+    for (name, role, address) in [
+        ("switch1", "switchboard", "10.77.0.33"),
+        ("api1", "api", "10.77.0.43"),
+        ("sip1", "sip-proxy", "10.77.0.61"),
+    ] {
+        text.push_str(&format!(
+            "\n[[nodes]]\nname = \"{name}\"\nrole = \"{role}\"\naddress = \"{address}\"\n"
+        ));
+    }
     for (name, address) in extra {
         text.push_str(&format!(
             "\n[[nodes]]\nname = \"{name}\"\nrole = \"telephony\"\naddress = \"{address}\"\n"
@@ -202,7 +223,7 @@ fn a_node_added_to_the_manifest_changes_nothing_but_hosts(
     println!("tel2 registered {:.0?} after up", started.elapsed());
     assert_eq!(state_of(&grown, "tel1", "tel2"), "active");
     // Every database client resolves the new node within a heartbeat or two.
-    for node in ["tel1", "tel2"] {
+    for node in ["tel1", "tel2", "admin1", "portal1", "switch1", "api1"] {
         let resolved = wait_until(Duration::from_secs(40), "tel2 by name", || {
             let output = run(&grown, node, "getent hosts tel2");
             output.status.success().then(|| stdout(&output))
@@ -307,4 +328,26 @@ fn status_shows_the_volume_and_the_pool(h: &Harness) {
         text.contains("1 active: 1500 calls, 10000 extensions"),
         "{text}"
     );
+}
+
+/// `r2a-image cluster status --json`: every node of the grown manifest runs, systemd
+/// says running, and every join step is done.
+fn every_node_of_the_topology_runs_with_every_join_done(h: &Harness) {
+    let status = serde_json::to_value(h.status().unwrap()).unwrap();
+    let nodes = status["nodes"].as_array().unwrap();
+    let names: Vec<&str> = nodes.iter().filter_map(|n| n["name"].as_str()).collect();
+    for node in JOINING.iter().chain(&OTHERS).chain(&["tel2"]) {
+        assert!(names.contains(node), "{node} is in the status: {names:?}");
+    }
+    for node in nodes {
+        let name = node["name"].as_str().unwrap();
+        assert_eq!(node["running"], true, "{name}");
+        assert_eq!(node["system"], "running", "{name}: {node:#}");
+        let join = node["agent"]["available"]["value"]["join"]
+            .as_array()
+            .unwrap();
+        for step in join {
+            assert_eq!(step["state"], "done", "{name}: {step:#}");
+        }
+    }
 }

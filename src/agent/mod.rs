@@ -124,7 +124,7 @@ pub fn run(cli: &Cli) -> ExitCode {
             firstboot_until(&root, host.as_mut(), until.as_deref()).map(drop)
         }
         Command::Join { once } => run_joins(&root, host.as_mut(), *once),
-        Command::Status { json } => print_status(&root, *json),
+        Command::Status { json } => print_status(&root, host.as_mut(), *json),
         Command::Keep => keep::run(&root, host.as_mut()),
         Command::Identify => print_identity(&root, host.as_mut()),
         Command::Report => report::print(&root, host.as_mut()),
@@ -229,15 +229,41 @@ fn run_joins(root: &Root, host: &mut dyn Host, once: bool) -> anyhow::Result<()>
     }
 }
 
-fn print_status(root: &Root, json: bool) -> anyhow::Result<()> {
+fn print_status(root: &Root, host: &mut dyn Host, json: bool) -> anyhow::Result<()> {
     let report = Report::current(root)?;
+    let gluster = live_gluster(root, host);
     if json {
-        let text = serde_json::to_string_pretty(&report).context("encoding the status")?;
+        let mut value = serde_json::to_value(&report).context("encoding the status")?;
+        if let Some(view) = gluster {
+            value["gluster"] = match view {
+                Ok(view) => serde_json::to_value(view).context("encoding the status")?,
+                Err(reason) => serde_json::json!({ "unavailable": reason }),
+            };
+        }
+        let text = serde_json::to_string_pretty(&value).context("encoding the status")?;
         println!("{text}");
     } else {
         print!("{}", report.to_table());
+        match gluster {
+            Some(Ok(view)) => print!("\ngluster\n{}", view.describe()),
+            Some(Err(reason)) => println!("\ngluster: unavailable: {reason}"),
+            None => {}
+        }
     }
     Ok(())
+}
+
+/// On a running fs node, the pool, the volume and its heal state as glusterd reports
+/// them now; `None` on other roles or under another root.
+fn live_gluster(
+    root: &Root,
+    host: &mut dyn Host,
+) -> Option<Result<join::gluster_view::PoolView, String>> {
+    let config = Config::load(root).ok()?;
+    if !host.is_live() || !config.role.join.iter().any(|step| step == "gluster") {
+        return None;
+    }
+    Some(join::gluster_view::observe(host).map_err(|error| format!("{error:#}")))
 }
 
 fn print_identity(root: &Root, host: &mut dyn Host) -> anyhow::Result<()> {

@@ -8,19 +8,7 @@ use std::fmt::Write as _;
 use serde::Serialize;
 
 use super::status::Section;
-use crate::agent::join::gluster::{Peer, Volume};
-
-/// The pool and the volume, as one fs node's glusterd sees them.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct GlusterStatus {
-    /// The other members of the pool.
-    pub peers: Vec<Peer>,
-    /// The shared volume, when it exists.
-    pub volume: Option<Volume>,
-    /// Entries waiting to be healed, summed over the bricks (`heal info summary`);
-    /// `None` when it could not be read.
-    pub heal_entries: Option<u64>,
-}
+use crate::agent::join::gluster_view::PoolView;
 
 /// One node of the telephony pool.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -104,55 +92,14 @@ pub fn seed_use_case(servers: usize) -> &'static str {
     }
 }
 
-/// Sums `Total Number of entries:` of `gluster volume heal VOL info summary`.
-pub fn parse_heal_summary(text: &str) -> Option<u64> {
-    let counts: Vec<u64> = text
-        .lines()
-        .filter_map(|line| line.trim().strip_prefix("Total Number of entries:"))
-        .map(|count| count.trim().parse().ok())
-        .collect::<Option<Vec<u64>>>()?;
-    (!counts.is_empty()).then(|| counts.iter().sum())
-}
-
 /// The two sections for people.
-pub fn to_text(gluster: &Section<GlusterStatus>, telephony: &Section<TelephonyPool>) -> String {
+pub fn to_text(gluster: &Section<PoolView>, telephony: &Section<TelephonyPool>) -> String {
     let mut text = String::from("gluster");
     match gluster {
         Section::Available { from, value } => {
-            let peers: Vec<String> = value
-                .peers
-                .iter()
-                .map(|peer| {
-                    let state = if peer.connected {
-                        "connected"
-                    } else {
-                        "disconnected"
-                    };
-                    format!("{} {state}", peer.hostname)
-                })
-                .collect();
-            let _ = writeln!(text, " (from {from}): peers {}", peers.join(", "));
-            match &value.volume {
-                Some(volume) => {
-                    let state = if volume.started {
-                        "started"
-                    } else {
-                        "not started"
-                    };
-                    let heal = value
-                        .heal_entries
-                        .map_or("unknown".to_string(), |entries| entries.to_string());
-                    let _ = writeln!(
-                        text,
-                        "  volume {state}, {} bricks ({} sets of 3), heal entries {heal}",
-                        volume.bricks.len(),
-                        volume.bricks.len() / 3
-                    );
-                    for brick in &volume.bricks {
-                        let _ = writeln!(text, "    {brick}");
-                    }
-                }
-                None => text.push_str("  no volume yet\n"),
+            let _ = writeln!(text, " (from {from}):");
+            for line in value.describe().lines() {
+                let _ = writeln!(text, "  {line}");
             }
         }
         Section::Unavailable { reason } => {
@@ -204,13 +151,5 @@ mod tests {
         assert_eq!(seed_use_case(2), "Large Enterprise");
         assert_eq!(seed_use_case(20), "Large Carrier");
         assert!(parse_telephony("tel1|10.77.0.51|active").is_err());
-    }
-
-    #[test]
-    fn heal_entries_are_summed_over_the_bricks() {
-        let summary = "Brick fs1:/b\nStatus: Connected\nTotal Number of entries: 3\n\
-                       Brick fs2:/b\nStatus: Connected\nTotal Number of entries: 0\n";
-        assert_eq!(parse_heal_summary(summary), Some(3));
-        assert_eq!(parse_heal_summary("Volume shared is not started"), None);
     }
 }

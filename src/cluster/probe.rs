@@ -7,10 +7,11 @@
 
 use std::process::Stdio;
 
-use super::pools::{self, GlusterStatus, TelephonyPool};
+use super::pools::{self, TelephonyPool};
 use super::status::{self, AgentStatus, ClusterStatus, NodeStatus, Section};
 use super::{Harness, container, network};
-use crate::agent::join::gluster;
+use crate::agent::host::{Host, Invocation};
+use crate::agent::join::gluster_view::{self, PoolView};
 
 /// The time limit of each command run inside a container for the report, in seconds.
 const PROBE_SECONDS: &str = "20";
@@ -143,25 +144,39 @@ fn read_from<T>(
     }
 }
 
-fn gluster_status(init: u32) -> Result<GlusterStatus, String> {
-    let xml = |args: &[&str]| {
-        let mut argv = vec!["gluster", "--mode=script", "--xml"];
-        argv.extend(args);
-        run_inside(init, &argv)
-    };
-    let peers = gluster::parse_pool(&xml(&["pool", "list"])?).map_err(|e| format!("{e:#}"))?;
-    let volume = gluster::parse_volume(&xml(&["volume", "info"])?).map_err(|e| format!("{e:#}"))?;
-    let heal_entries = volume.as_ref().and_then(|volume| {
-        let summary = ["gluster", "volume", "heal", &volume.name, "info", "summary"];
-        run_inside(init, &summary)
-            .ok()
-            .and_then(|text| pools::parse_heal_summary(&text))
-    });
-    Ok(GlusterStatus {
-        peers,
-        volume,
-        heal_entries,
-    })
+fn gluster_status(init: u32) -> Result<PoolView, String> {
+    let mut host = InsideHost { init };
+    gluster_view::observe(&mut host).map_err(|error| format!("{error:#}"))
+}
+
+/// Commands inside a container, so the report reads glusterd with the agent's own
+/// reader. Read-only: nothing asks it for more than queries.
+struct InsideHost {
+    init: u32,
+}
+
+impl Host for InsideHost {
+    fn is_live(&self) -> bool {
+        true
+    }
+
+    fn run(&mut self, invocation: &Invocation) -> anyhow::Result<String> {
+        let mut argv = vec![invocation.program.as_str()];
+        argv.extend(invocation.args.iter().map(String::as_str));
+        run_inside(self.init, &argv).map_err(anyhow::Error::msg)
+    }
+
+    fn probe(&mut self, invocation: &Invocation, _: i32) -> anyhow::Result<Option<String>> {
+        self.run(invocation).map(Some)
+    }
+
+    fn kernel_hostname(&mut self) -> anyhow::Result<String> {
+        anyhow::bail!("the report does not ask a container's hostname")
+    }
+
+    fn set_kernel_hostname(&mut self, _: &str) -> anyhow::Result<()> {
+        anyhow::bail!("the report changes nothing in a container")
+    }
 }
 
 fn telephony_pool(init: u32) -> Result<TelephonyPool, String> {

@@ -21,7 +21,7 @@ pub struct ClusterStatus {
     /// Patroni's members, as one running db node sees them.
     pub patroni: Section<Vec<PatroniMember>>,
     /// The Gluster pool and volume, as one running fs node sees them.
-    pub gluster: Section<super::pools::GlusterStatus>,
+    pub gluster: Section<crate::agent::join::gluster_view::PoolView>,
     /// The telephony pool, as one running telephony node reads it.
     pub telephony: Section<super::pools::TelephonyPool>,
 }

@@ -66,6 +66,18 @@ pub struct Volume {
     pub options: BTreeMap<String, String>,
 }
 
+impl Peer {
+    /// Whether this peer is `host`: glusterd may record a peer that probed it by the
+    /// name its address resolves to, the node's full name (`fs1.<domain>`).
+    pub fn is(&self, host: &str) -> bool {
+        self.hostname == host
+            || self
+                .hostname
+                .strip_prefix(host)
+                .is_some_and(|rest| rest.starts_with('.'))
+    }
+}
+
 impl Volume {
     /// Whether a brick of `node` is in the volume.
     pub fn has_brick_of(&self, node: &str) -> bool {
@@ -250,7 +262,7 @@ fn host<'a>(facts: &'a Facts<'_>, node: &'a str) -> &'a str {
 
 fn listed(facts: &Facts<'_>, node: &str) -> bool {
     let host = host(facts, node);
-    facts.peers.iter().any(|peer| peer.hostname == host)
+    facts.peers.iter().any(|peer| peer.is(host))
 }
 
 fn connected(facts: &Facts<'_>, node: &str) -> bool {
@@ -259,7 +271,7 @@ fn connected(facts: &Facts<'_>, node: &str) -> bool {
         || facts
             .peers
             .iter()
-            .any(|peer| peer.hostname == host && peer.connected)
+            .any(|peer| peer.is(host) && peer.connected)
 }
 
 fn bricks(facts: &Facts<'_>, nodes: &[&str]) -> Vec<String> {

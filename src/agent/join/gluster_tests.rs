@@ -373,3 +373,13 @@ fn volume_info_gives_state_bricks_and_options_or_none() {
     let refused = NO_VOLUME.replace("Volume does not exist", "Connection failed");
     assert!(parse_volume(&refused).is_err());
 }
+
+#[test]
+fn a_peer_recorded_by_its_full_name_is_the_node() {
+    let peer = Peer {
+        hostname: "fs1.test.r2a.internal".into(),
+        connected: true,
+    };
+    assert!(peer.is("fs1") && peer.is("fs1.test.r2a.internal"));
+    assert!(!peer.is("fs") && !peer.is("fs11"));
+}

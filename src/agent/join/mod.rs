@@ -13,6 +13,7 @@ pub mod etcd;
 pub mod freeswitch;
 pub mod gluster;
 pub mod gluster_requests;
+pub mod gluster_view;
 pub mod patroni;
 pub mod schema;
 pub mod shared_volume;
