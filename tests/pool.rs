@@ -28,7 +28,7 @@ const JOINING: [&str; 9] = [
 const OTHERS: [&str; 3] = ["portal1", "switch1", "sip1"];
 
 #[test]
-fn telephony_nodes_register_grow_without_reconfiguration_and_leave_the_active_set() {
+fn the_whole_topology_forms_and_telephony_nodes_register_grow_and_leave_the_active_set() {
     let fx = fixture();
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("r2a-pool");
     let data = data_with_test_roles();
