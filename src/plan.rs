@@ -165,7 +165,7 @@ fn capacity(project: &Project) -> Option<CapacityPlan> {
 }
 
 /// The seed's scaling reference names sizes by server count.
-fn use_case(servers: u64) -> &'static str {
+pub fn use_case(servers: u64) -> &'static str {
     match servers {
         0 => "none",
         1 => "Medium Enterprise",

@@ -15,7 +15,7 @@ use r2a::cluster::Harness;
 use r2a::manifest::Cluster;
 use r2a::project::{Project, SecretsMode};
 use support::db_cluster::*;
-use support::{Lab, fixture, processes_mentioning, repo, run_image_tool};
+use support::{Lab, build_tarballs, derived_manifest, fixture, node_entries, repo};
 
 #[test]
 fn the_db_cluster_forms_itself_fails_over_without_losing_a_commit_and_grows() {
@@ -46,17 +46,7 @@ fn the_db_cluster_forms_itself_fails_over_without_losing_a_commit_and_grows() {
 
     grown.down().unwrap();
     lab.0.down().unwrap();
-    assert!(
-        processes_mentioning(state.to_str().unwrap()).is_empty(),
-        "no container process is left"
-    );
-    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
-    assert!(
-        !mounts.contains(state.to_str().unwrap()),
-        "no mount is left"
-    );
-    let namespaces = command_output("ip", &["netns", "list"]);
-    assert!(!namespaces.contains("r2a-test"), "{namespaces}");
+    support::assert_nothing_left(&state, "r2a-test");
 }
 
 /// db1, db2 and the client boot; db3 a minute later. The first two have etcd quorum
@@ -321,43 +311,13 @@ fn two_members_added_to_the_manifest_join_as_learners_and_vote(
 ) -> Harness {
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("r2a-cluster-grown");
     let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let manifest = dir.join("cluster.toml");
-    let mut text = std::fs::read_to_string(&fx.manifest).unwrap();
-    for (name, address) in [("db4", "10.77.0.14"), ("db5", "10.77.0.15")] {
-        text.push_str(&format!(
-            "\n[[nodes]]\nname = \"{name}\"\nrole = \"db\"\naddress = \"{address}\"\n"
-        ));
-    }
-    std::fs::write(&manifest, text).unwrap();
-    let secrets = fx.manifest.with_file_name("cluster.secrets.toml");
-    std::fs::copy(&secrets, dir.join("cluster.secrets.toml")).unwrap();
-    let status = std::process::Command::new("cp")
-        .arg("-a")
-        .arg(fx.manifest.with_file_name("vendor"))
-        .arg(&dir)
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let out = dir.join("out");
-    let build = run_image_tool(
-        &[
-            "build",
-            manifest.to_str().unwrap(),
-            "--role",
-            "db",
-            "--format",
-            "tar",
-            "--out",
-            out.to_str().unwrap(),
-            "--cache",
-            fx.cache.to_str().unwrap(),
-            "--agent",
-            env!("CARGO_BIN_EXE_r2a-node"),
-        ],
-        None,
-    );
-    assert!(build.status.success(), "{}", build.stderr);
+    let manifest = derived_manifest(fx, &dir, |text| {
+        text + &node_entries(&[
+            ("db4", "db", "10.77.0.14", None),
+            ("db5", "db", "10.77.0.15", None),
+        ])
+    });
+    let out = build_tarballs(fx, &manifest, &["db"], None);
     let cluster = Cluster::load(&manifest, &project_roles()).unwrap();
     let grown = Harness::new(&cluster, &out, h.state_dir()).unwrap();
     grown.up(&["db4", "db5"]).unwrap();

@@ -15,7 +15,7 @@ use r2a::cluster::Harness;
 use r2a::manifest::Cluster;
 use r2a::project::{Project, SecretsMode};
 use support::db_cluster::*;
-use support::{Lab, fixture, processes_mentioning};
+use support::{Lab, fixture};
 
 const FS: [&str; 3] = ["fs1", "fs2", "fs3"];
 const BRICK: &str = "/srv/gluster/b1/shared";
@@ -79,15 +79,7 @@ fn three_fs_nodes_form_a_replica_3_volume_that_survives_a_failure_heals_and_grow
 
     grown.down().unwrap();
     lab.0.down().unwrap();
-    assert!(
-        processes_mentioning(state.to_str().unwrap()).is_empty(),
-        "no container process is left"
-    );
-    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
-    assert!(
-        !mounts.contains(state.to_str().unwrap()),
-        "no mount is left"
-    );
+    support::assert_nothing_left(&state, "r2a-test");
 }
 
 fn the_volume_is_replica_3_on_the_data_disks_over_tls(h: &Harness) {
@@ -207,44 +199,14 @@ fn three_fs_nodes_added_to_the_manifest_make_it_2_by_3(
 ) -> Harness {
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("r2a-gluster-grown");
     let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let manifest = dir.join("cluster.toml");
-    let mut text = std::fs::read_to_string(&fx.manifest).unwrap();
-    for n in 4..=6 {
-        text.push_str(&format!(
-            "\n[[nodes]]\nname = \"fs{n}\"\nrole = \"fs\"\naddress = \"10.77.0.2{n}\"\n\
-             data_disk = \"/dev/vdb\"\n"
-        ));
-    }
-    std::fs::write(&manifest, text).unwrap();
-    let secrets = fx.manifest.with_file_name("cluster.secrets.toml");
-    std::fs::copy(&secrets, dir.join("cluster.secrets.toml")).unwrap();
-    let copied = std::process::Command::new("cp")
-        .arg("-a")
-        .arg(fx.manifest.with_file_name("vendor"))
-        .arg(&dir)
-        .status()
-        .unwrap();
-    assert!(copied.success());
-    let out = dir.join("out");
-    let build = support::run_image_tool(
-        &[
-            "build",
-            manifest.to_str().unwrap(),
-            "--role",
-            "fs",
-            "--format",
-            "tar",
-            "--out",
-            out.to_str().unwrap(),
-            "--cache",
-            fx.cache.to_str().unwrap(),
-            "--agent",
-            env!("CARGO_BIN_EXE_r2a-node"),
-        ],
-        None,
-    );
-    assert!(build.status.success(), "{}", build.stderr);
+    let manifest = support::derived_manifest(fx, &dir, |text| {
+        text + &support::node_entries(&[
+            ("fs4", "fs", "10.77.0.24", Some("/dev/vdb")),
+            ("fs5", "fs", "10.77.0.25", Some("/dev/vdb")),
+            ("fs6", "fs", "10.77.0.26", Some("/dev/vdb")),
+        ])
+    });
+    let out = support::build_tarballs(fx, &manifest, &["fs"], None);
     let cluster = Cluster::load(&manifest, &project_roles()).unwrap();
     let grown = Harness::new(&cluster, &out, h.state_dir()).unwrap();
     let started = std::time::Instant::now();

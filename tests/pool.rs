@@ -18,7 +18,7 @@ use r2a::cluster::Harness;
 use r2a::manifest::Cluster;
 use r2a::role::RoleSet;
 use support::db_cluster::*;
-use support::{Lab, fixture, processes_mentioning, run_image_tool};
+use support::{Lab, fixture};
 
 /// The nodes with join steps.
 const JOINING: [&str; 9] = [
@@ -32,7 +32,7 @@ fn the_whole_topology_forms_and_telephony_nodes_register_grow_and_leave_the_acti
     let fx = fixture();
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("r2a-pool");
     let data = data_with_test_roles();
-    let manifest = skip_vendor_manifest(&dir, &fx.manifest, &[]);
+    let manifest = skip_vendor_manifest(&dir, fx, &[]);
     let roles = [
         "db",
         "fs",
@@ -43,11 +43,11 @@ fn the_whole_topology_forms_and_telephony_nodes_register_grow_and_leave_the_acti
         "telephony",
         "sip-proxy",
     ];
-    build(&manifest, &roles, &fx.cache, data.path());
+    let out = support::build_tarballs(fx, &manifest, &roles, Some(data.path()));
     let roles = RoleSet::load(&data.path().join("roles")).unwrap();
     let cluster = Cluster::load(&manifest, &roles).unwrap();
     let state = dir.join("state");
-    let harness = Harness::new(&cluster, &dir.join("out"), &state).unwrap();
+    let harness = Harness::new(&cluster, &out, &state).unwrap();
     harness.down().unwrap();
     let lab = Lab(harness);
     let h = &lab.0;
@@ -71,7 +71,7 @@ fn the_whole_topology_forms_and_telephony_nodes_register_grow_and_leave_the_acti
 
     grown.down().unwrap();
     lab.0.down().unwrap();
-    assert!(processes_mentioning(state.to_str().unwrap()).is_empty());
+    support::assert_nothing_left(&state, "r2a-test");
 }
 
 /// The project's roles and overlays with the test-only ones of `tests/data/` beside them.
@@ -92,49 +92,25 @@ fn data_with_test_roles() -> tempfile::TempDir {
 /// The fixture's manifest with `vendor = "skip"` instead of its local stand-ins, a
 /// switchboard, an api node and sip1, and `extra` telephony nodes, in `dir` with the
 /// fixture's secrets.
-fn skip_vendor_manifest(dir: &Path, fixture_manifest: &Path, extra: &[(&str, &str)]) -> PathBuf {
+fn skip_vendor_manifest(dir: &Path, fx: &support::Fixture, extra: &[(&str, &str)]) -> PathBuf {
     let _ = std::fs::remove_dir_all(dir.join("state"));
-    std::fs::create_dir_all(dir).unwrap();
-    let text = std::fs::read_to_string(fixture_manifest).unwrap();
-    let text = text.replace("[[vendor.local]]\npath = \"vendor\"\n", "");
-    let mut text = format!("vendor = \"skip\"\n\n{text}");
-    for (name, role, address) in [
-        ("switch1", "switchboard", "10.77.0.33"),
-        ("api1", "api", "10.77.0.43"),
-        ("sip1", "sip-proxy", "10.77.0.61"),
-    ] {
-        text.push_str(&format!(
-            "\n[[nodes]]\nname = \"{name}\"\nrole = \"{role}\"\naddress = \"{address}\"\n"
-        ));
-    }
-    for (name, address) in extra {
-        text.push_str(&format!(
-            "\n[[nodes]]\nname = \"{name}\"\nrole = \"telephony\"\naddress = \"{address}\"\n"
-        ));
-    }
-    let manifest = dir.join("cluster.toml");
-    std::fs::write(&manifest, text).unwrap();
-    let secrets = fixture_manifest.with_file_name("cluster.secrets.toml");
-    std::fs::copy(&secrets, dir.join("cluster.secrets.toml")).unwrap();
-    manifest
-}
-
-fn build(manifest: &Path, roles: &[&str], cache: &Path, data: &Path) {
-    let out = manifest.with_file_name("out");
-    let mut args = vec!["build", manifest.to_str().unwrap(), "--format", "tar"];
-    for role in roles {
-        args.extend(["--role", role]);
-    }
-    args.extend([
-        "--out",
-        out.to_str().unwrap(),
-        "--cache",
-        cache.to_str().unwrap(),
-        "--agent",
-        env!("CARGO_BIN_EXE_r2a-node"),
-    ]);
-    let built = run_image_tool(&args, Some(data));
-    assert!(built.status.success(), "{}", built.stderr);
+    let mut nodes = vec![
+        ("switch1", "switchboard", "10.77.0.33", None),
+        ("api1", "api", "10.77.0.43", None),
+        ("sip1", "sip-proxy", "10.77.0.61", None),
+    ];
+    nodes.extend(
+        extra
+            .iter()
+            .map(|(name, address)| (*name, "telephony", *address, None)),
+    );
+    support::derived_manifest(fx, dir, |text| {
+        let text = text.replace("[[vendor.local]]\npath = \"vendor\"\n", "");
+        format!(
+            "vendor = \"skip\"\n\n{text}{}",
+            support::node_entries(&nodes)
+        )
+    })
 }
 
 /// `telephony_pool` as a client reads it: `name|address|port|calls|extensions|state`.
@@ -212,11 +188,11 @@ fn a_node_added_to_the_manifest_changes_nothing_but_hosts(
     assert!(!hosts_before.contains("tel2"), "{hosts_before}");
     // tel2 in the manifest, its image built from it; tel1 keeps the image it runs.
     let grown_dir = dir.join("grown");
-    let manifest = skip_vendor_manifest(&grown_dir, &fx.manifest, &[("tel2", "10.77.0.52")]);
-    build(&manifest, &["telephony"], &fx.cache, data.path());
+    let manifest = skip_vendor_manifest(&grown_dir, fx, &[("tel2", "10.77.0.52")]);
+    let out = support::build_tarballs(fx, &manifest, &["telephony"], Some(data.path()));
     let roles = RoleSet::load(&data.path().join("roles")).unwrap();
     let cluster = Cluster::load(&manifest, &roles).unwrap();
-    let grown = Harness::new(&cluster, &grown_dir.join("out"), h.state_dir()).unwrap();
+    let grown = Harness::new(&cluster, &out, h.state_dir()).unwrap();
     let started = Instant::now();
     grown.up(&["tel2"]).unwrap();
     wait_joined(&grown, &["tel2"]);

@@ -74,22 +74,9 @@ pub fn parse_telephony(output: &str) -> Result<TelephonyPool, String> {
         active: active.len(),
         calls: active.iter().map(|n| n.max_calls).sum(),
         extensions: active.iter().map(|n| n.max_extensions).sum(),
-        seed_use_case: seed_use_case(active.len()).to_string(),
+        seed_use_case: crate::plan::use_case(active.len() as u64).to_string(),
         nodes,
     })
-}
-
-/// The use case the seed's "Telephony Horizontal Scaling" table gives for `servers`.
-pub fn seed_use_case(servers: usize) -> &'static str {
-    match servers {
-        0 => "no active telephony server",
-        1 => "Medium Enterprise",
-        2 => "Large Enterprise",
-        3..=4 => "Enterprise+",
-        5..=9 => "Service Provider",
-        10..=19 => "Carrier Grade",
-        _ => "Large Carrier",
-    }
 }
 
 /// The two sections for people.
@@ -148,8 +135,6 @@ mod tests {
         .unwrap();
         assert_eq!((pool.active, pool.calls, pool.extensions), (1, 1500, 10000));
         assert_eq!(pool.seed_use_case, "Medium Enterprise");
-        assert_eq!(seed_use_case(2), "Large Enterprise");
-        assert_eq!(seed_use_case(20), "Large Carrier");
         assert!(parse_telephony("tel1|10.77.0.51|active").is_err());
     }
 }

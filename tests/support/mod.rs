@@ -198,6 +198,80 @@ impl Fixture {
     }
 }
 
+/// The fixture's manifest as `edit` changes it (nodes added to it, say), written to
+/// `dir` beside the fixture's secrets (same CA, same passwords) and vendor folder.
+pub fn derived_manifest(fx: &Fixture, dir: &Path, edit: impl FnOnce(String) -> String) -> PathBuf {
+    std::fs::create_dir_all(dir).unwrap();
+    let manifest = dir.join("cluster.toml");
+    let text = std::fs::read_to_string(&fx.manifest).unwrap();
+    std::fs::write(&manifest, edit(text)).unwrap();
+    let secrets = fx.manifest.with_file_name("cluster.secrets.toml");
+    std::fs::copy(&secrets, dir.join("cluster.secrets.toml")).unwrap();
+    let _ = std::fs::remove_dir_all(dir.join("vendor"));
+    let copied = Command::new("cp")
+        .arg("-a")
+        .arg(fx.manifest.with_file_name("vendor"))
+        .arg(dir)
+        .status()
+        .unwrap();
+    assert!(copied.success(), "copying the vendor folder");
+    manifest
+}
+
+/// `[[nodes]]` entries: (name, role, address, data disk).
+pub fn node_entries(nodes: &[(&str, &str, &str, Option<&str>)]) -> String {
+    nodes
+        .iter()
+        .map(|(name, role, address, disk)| {
+            let disk = disk.map_or(String::new(), |disk| format!("data_disk = \"{disk}\"\n"));
+            format!(
+                "\n[[nodes]]\nname = \"{name}\"\nrole = \"{role}\"\naddress = \"{address}\"\n{disk}"
+            )
+        })
+        .collect()
+}
+
+/// Builds `roles` of `manifest` as tarballs into `out` beside it, with the fixture's
+/// cache and this build's agent; returns `out`.
+pub fn build_tarballs(
+    fx: &Fixture,
+    manifest: &Path,
+    roles: &[&str],
+    data: Option<&Path>,
+) -> PathBuf {
+    let out = manifest.with_file_name("out");
+    let mut args = vec!["build", manifest.to_str().unwrap(), "--format", "tar"];
+    for role in roles {
+        args.extend(["--role", role]);
+    }
+    args.extend([
+        "--out",
+        out.to_str().unwrap(),
+        "--cache",
+        fx.cache.to_str().unwrap(),
+        "--agent",
+        env!("CARGO_BIN_EXE_r2a-node"),
+    ]);
+    let built = run_image_tool(&args, data);
+    assert!(built.status.success(), "{}", built.stderr);
+    out
+}
+
+/// After `down`: no process, mount or network namespace of the harness in `state` for
+/// the cluster `cluster` is left.
+pub fn assert_nothing_left(state: &Path, cluster: &str) {
+    let state = state.to_str().unwrap();
+    assert!(
+        processes_mentioning(state).is_empty(),
+        "no container process is left"
+    );
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!mounts.contains(state), "no mount is left");
+    let namespaces = Command::new("ip").args(["netns", "list"]).output().unwrap();
+    let namespaces = String::from_utf8_lossy(&namespaces.stdout);
+    assert!(!namespaces.contains(cluster), "{namespaces}");
+}
+
 /// A cluster of the harness that is taken down when the test ends, also when it fails.
 pub struct Lab(pub r2a::cluster::Harness);
 
