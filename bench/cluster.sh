@@ -45,12 +45,19 @@ leader() {
   done
   return 1
 }
-wait_for() { # seconds, then a command
+wait_for() { # seconds, then a command; fails when the time is up
   local limit=$1; shift
   local deadline=$((SECONDS + limit))
   until "$@" >/dev/null 2>&1; do
-    [ $SECONDS -lt $deadline ] || { echo "gave up waiting for: $*" >&2; exit 1; }
+    [ $SECONDS -lt $deadline ] || { echo "gave up waiting for: $*" >&2; return 1; }
     sleep 0.5
+  done
+}
+diagnose() { # what each db node's Patroni says, before the trap takes the cluster down
+  for node in db1 db2 db3; do
+    echo "--- $node" >&2
+    "${cluster[@]}" exec "$node" -- sh -c 'patronictl -c /etc/patroni/config.yml list;
+      patronictl -c /etc/patroni/config.yml history; journalctl -u patroni -n 40 --no-pager' >&2 || true
   done
 }
 
@@ -90,7 +97,7 @@ failover() { # kill|stop; appends "seconds lost" to $work/failover-$1.txt
   sleep 2
   halted=$(date +%s.%N)
   if [ "$how" = kill ]; then "${cluster[@]}" kill "$old" >/dev/null; else "${cluster[@]}" stop "$old" >/dev/null; fi
-  wait_for 120 commits_after "$halted" "$log"
+  wait_for 120 commits_after "$halted" "$log" || { diagnose; exit 1; }
   "${cluster[@]}" exec portal1 -- touch /run/bench-stop
   wait "$writer_pid" || true
   awk -v t="$halted" '$1=="fail" && $2>t {last=$2} $1=="ok" && $3>t && last && !back {back=$3}
