@@ -12,7 +12,7 @@ use std::path::Path;
 
 use anyhow::Context as _;
 
-use super::gluster::{gluster, parse_pool};
+use super::gluster_cli::{gluster, parse_pool};
 use crate::agent::host::{Host, Invocation};
 use crate::agent::root::{Root, write_atomic};
 

@@ -2,6 +2,7 @@
 //! plan that follows; and the CLI's XML answers as glusterd 11 gives them.
 
 use super::*;
+use crate::agent::join::gluster_cli::{parse_pool, parse_volume};
 
 const BRICK: &str = "/srv/gluster/b1/shared";
 const SIX: [&str; 6] = ["fs1", "fs2", "fs3", "fs4", "fs5", "fs6"];

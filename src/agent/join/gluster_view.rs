@@ -6,7 +6,8 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
-use super::gluster::{Peer, Volume, gluster, parse_pool, parse_volume};
+use super::gluster::{Peer, Volume};
+use super::gluster_cli::{gluster, parse_pool, parse_volume};
 use crate::agent::host::{Host, Invocation};
 
 /// The pool and the volume, as one fs node's glusterd sees them.

@@ -12,6 +12,7 @@ pub mod backoff;
 pub mod etcd;
 pub mod freeswitch;
 pub mod gluster;
+pub mod gluster_cli;
 pub mod gluster_requests;
 pub mod gluster_view;
 pub mod patroni;
