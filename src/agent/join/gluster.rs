@@ -25,7 +25,6 @@ use anyhow::Context as _;
 use super::Progress;
 use super::gluster_cli::{gluster, parse_pool, volume_info};
 use super::gluster_requests::JoinRequest;
-use crate::agent::host::Host;
 use crate::agent::root::write_atomic;
 use crate::agent::steps::Context;
 
@@ -305,7 +304,7 @@ pub fn attempt(context: &mut Context<'_>) -> anyhow::Result<Progress> {
         return Ok(Progress::waiting("waiting for glusterd to answer"));
     };
     let peers = parse_pool(&pool)?;
-    let volume = volume_info(context.host, &volume_name)?;
+    let volume = volume_info(context.host, Some(&volume_name))?;
     let fs_nodes: Vec<&str> = context
         .cluster
         .nodes_of("fs")
@@ -333,10 +332,6 @@ pub fn attempt(context: &mut Context<'_>) -> anyhow::Result<Progress> {
         volume: volume.as_ref(),
     };
     let action = plan(&facts);
-    let act = |host: &mut dyn Host, args: Vec<String>| -> anyhow::Result<()> {
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        gluster(host, &args).map(drop)
-    };
     let detail = match action {
         Plan::Done(detail) if changed => return Ok(Progress::changed(detail)),
         Plan::Done(detail) => return Ok(Progress::in_place(detail)),
@@ -355,50 +350,45 @@ pub fn attempt(context: &mut Context<'_>) -> anyhow::Result<Progress> {
             ));
         }
         Plan::Probe(node) => {
-            act(
-                context.host,
-                vec!["peer".into(), "probe".into(), node.clone()],
-            )?;
+            gluster(context.host, &["peer", "probe", &node])?;
             format!("probed {node} into the pool")
         }
         Plan::Create { bricks, force } => {
-            let mut args = vec!["volume", "create", &volume_name, "replica", "3"]
-                .into_iter()
-                .map(String::from)
-                .collect::<Vec<_>>();
-            args.extend(bricks.iter().cloned());
-            args.extend(force.then(|| "force".to_string()));
-            act(context.host, args)?;
+            let create = ["volume", "create", &volume_name, "replica", "3"];
+            gluster(context.host, &with_bricks(&create, &bricks, force))?;
             format!("created the volume {volume_name} of {}", bricks.join(" "))
         }
         Plan::SetOptions(options) => {
             for (name, value) in &options {
-                let args = ["volume", "set", &volume_name, name, value];
-                act(context.host, args.map(String::from).to_vec())?;
+                gluster(context.host, &["volume", "set", &volume_name, name, value])?;
             }
             format!("set {} option(s) of the volume", options.len())
         }
         Plan::Start => {
-            act(
-                context.host,
-                vec!["volume".into(), "start".into(), volume_name.clone()],
-            )?;
+            gluster(context.host, &["volume", "start", &volume_name])?;
             format!("started the volume {volume_name}")
         }
         Plan::AddBricks { bricks, force } => {
-            let mut args: Vec<String> = ["volume", "add-brick", &volume_name]
-                .map(String::from)
-                .to_vec();
-            args.extend(bricks.iter().cloned());
-            args.extend(force.then(|| "force".to_string()));
-            act(context.host, args)?;
-            let rebalance = ["volume", "rebalance", &volume_name, "start"];
-            act(context.host, rebalance.map(String::from).to_vec())?;
+            let add = ["volume", "add-brick", &volume_name];
+            gluster(context.host, &with_bricks(&add, &bricks, force))?;
+            gluster(
+                context.host,
+                &["volume", "rebalance", &volume_name, "start"],
+            )?;
             format!("added {} and started a rebalance", bricks.join(" "))
         }
     };
     // The action changed the pool or the volume: the next attempt observes it again.
     Ok(Progress::waiting(format!("{detail}; checking the result")))
+}
+
+/// A `volume create` or `add-brick` command line: `command`, the bricks, and `force`
+/// when root-disk bricks are meant.
+fn with_bricks<'a>(command: &[&'a str], bricks: &'a [String], force: bool) -> Vec<&'a str> {
+    let mut args = command.to_vec();
+    args.extend(bricks.iter().map(String::as_str));
+    args.extend(force.then_some("force"));
+    args
 }
 
 /// Writes the file that turns TLS on for glusterd's management port, before glusterd

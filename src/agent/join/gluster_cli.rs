@@ -20,13 +20,15 @@ pub(crate) fn gluster(host: &mut dyn Host, args: &[&str]) -> anyhow::Result<Stri
     Ok(output)
 }
 
-/// `volume info` of the volume, or `None` when it does not exist here.
-pub(crate) fn volume_info(host: &mut dyn Host, volume: &str) -> anyhow::Result<Option<Volume>> {
-    let invocation = Invocation::new(
-        "gluster",
-        ["--mode=script", "--xml", "volume", "info", volume],
-    );
-    let output = host.run(&invocation.with_timeout(120))?;
+/// `volume info` of `volume` (or of the only volume, when `None`); `None` when it does
+/// not exist here.
+pub(crate) fn volume_info(
+    host: &mut dyn Host,
+    volume: Option<&str>,
+) -> anyhow::Result<Option<Volume>> {
+    let mut args = vec!["--mode=script", "--xml", "volume", "info"];
+    args.extend(volume);
+    let output = host.run(&Invocation::new("gluster", args).with_timeout(120))?;
     parse_volume(&output)
 }
 

@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 use serde::Serialize;
 
 use super::gluster::{Peer, Volume};
-use super::gluster_cli::{gluster, parse_pool, parse_volume};
+use super::gluster_cli::{gluster, parse_pool, volume_info};
 use crate::agent::host::{Host, Invocation};
 
 /// The pool and the volume, as one fs node's glusterd sees them.
@@ -25,8 +25,7 @@ pub struct PoolView {
 /// Asks the local glusterd (its CLI, under `host`).
 pub fn observe(host: &mut dyn Host) -> anyhow::Result<PoolView> {
     let peers = parse_pool(&gluster(host, &["pool", "list"])?)?;
-    let info = Invocation::new("gluster", ["--mode=script", "--xml", "volume", "info"]);
-    let volume = parse_volume(&host.run(&info.with_timeout(60))?)?;
+    let volume = volume_info(host, None)?;
     let heal_entries = volume.as_ref().and_then(|volume| {
         let summary = ["volume", "heal", &volume.name, "info", "summary"];
         let summary = Invocation::new("gluster", summary).with_timeout(60);
