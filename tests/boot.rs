@@ -180,6 +180,8 @@ fn the_db_image_boots_alone_and_its_agent_configures_the_node_and_waits_for_its_
         ""
     );
     assert_eq!(run(&["systemctl", "is-system-running"]).trim(), "running");
+    harness.down().unwrap();
+    support::assert_nothing_left(&state, "r2a-test", &[]);
 }
 
 /// Runs a command in the node, which must succeed; its stdout.

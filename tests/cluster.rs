@@ -46,7 +46,11 @@ fn the_db_cluster_forms_itself_fails_over_without_losing_a_commit_and_grows() {
 
     grown.down().unwrap();
     lab.0.down().unwrap();
-    support::assert_nothing_left(&state, "r2a-test");
+    support::assert_nothing_left(
+        &state,
+        "r2a-test",
+        &[&Path::new(env!("CARGO_TARGET_TMPDIR")).join("r2a-cluster-grown")],
+    );
 }
 
 /// db1, db2 and the client boot; db3 a minute later. The first two have etcd quorum

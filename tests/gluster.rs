@@ -79,7 +79,11 @@ fn three_fs_nodes_form_a_replica_3_volume_that_survives_a_failure_heals_and_grow
 
     grown.down().unwrap();
     lab.0.down().unwrap();
-    support::assert_nothing_left(&state, "r2a-test");
+    support::assert_nothing_left(
+        &state,
+        "r2a-test",
+        &[&Path::new(env!("CARGO_TARGET_TMPDIR")).join("r2a-gluster-grown")],
+    );
 }
 
 fn the_volume_is_replica_3_on_the_data_disks_over_tls(h: &Harness) {

@@ -159,6 +159,7 @@ fn a_cluster_runs_on_one_machine_and_goes_without_a_trace() {
     smaller.down().unwrap();
     assert_nothing_left(harness);
     harness.down().unwrap();
+    support::assert_nothing_left(harness.state_dir(), "r2a-test", &[]);
     eprintln!("the whole test took {:?}", started.elapsed());
 }
 

@@ -71,7 +71,7 @@ fn the_whole_topology_forms_and_telephony_nodes_register_grow_and_leave_the_acti
 
     grown.down().unwrap();
     lab.0.down().unwrap();
-    support::assert_nothing_left(&state, "r2a-test");
+    support::assert_nothing_left(&state, "r2a-test", &[&dir]);
 }
 
 /// The project's roles and overlays with the test-only ones of `tests/data/` beside them.

@@ -239,8 +239,20 @@ pub fn build_tarballs(
     roles: &[&str],
     data: Option<&Path>,
 ) -> PathBuf {
+    build_images(fx, manifest, roles, "tar", data)
+}
+
+/// Builds `roles` of `manifest` in `format` into `out` beside it, with the fixture's
+/// cache and this build's agent; returns `out`.
+pub fn build_images(
+    fx: &Fixture,
+    manifest: &Path,
+    roles: &[&str],
+    format: &str,
+    data: Option<&Path>,
+) -> PathBuf {
     let out = manifest.with_file_name("out");
-    let mut args = vec!["build", manifest.to_str().unwrap(), "--format", "tar"];
+    let mut args = vec!["build", manifest.to_str().unwrap(), "--format", format];
     for role in roles {
         args.extend(["--role", role]);
     }
@@ -258,8 +270,21 @@ pub fn build_tarballs(
 }
 
 /// After `down`: no process, mount or network namespace of the harness in `state` for
-/// the cluster `cluster` is left.
-pub fn assert_nothing_left(state: &Path, cluster: &str) {
+/// the cluster `cluster` is left. The state folder then goes, with the test's `others`:
+/// a passing test frees its disk for the next test file (a failing one keeps its folders
+/// to be looked at, and the next run of the test starts by removing them).
+pub fn assert_nothing_left(state: &Path, cluster: &str, others: &[&Path]) {
+    assert_nothing_runs(state, cluster);
+    for folder in std::iter::once(state).chain(others.iter().copied()) {
+        if let Err(error) = std::fs::remove_dir_all(folder)
+            && error.kind() != std::io::ErrorKind::NotFound
+        {
+            panic!("removing {}: {error}", folder.display());
+        }
+    }
+}
+
+fn assert_nothing_runs(state: &Path, cluster: &str) {
     let state = state.to_str().unwrap();
     assert!(
         processes_mentioning(state).is_empty(),
