@@ -14,7 +14,7 @@ HOST_PACKAGES := mmdebstrap debootstrap arch-test apt-utils util-linux coreutils
                  tar gzip ca-certificates time bc systemd-container iproute2 \
                  fdisk dosfstools mtools e2fsprogs squashfs-tools \
                  grub-common grub-pc-bin grub-efi-amd64-bin \
-                 qemu-system-x86 ovmf seabios ipxe-qemu
+                 qemu-system-x86 ovmf seabios ipxe-qemu openssh-client
 # qemu-system-x86 needs qemu-utils of its own release: on Debian 12 hosts that carry the
 # backported qemu-utils, the release's own is installed with it (a downgrade).
 QEMU_UTILS := $(shell . /etc/os-release 2>/dev/null; \

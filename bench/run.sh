@@ -11,9 +11,10 @@
 #              the kernel's start to r2a-firstboot.service done, and the whole run
 # and the boot matrix of the reference cluster (tests/matrix.rs): each node booted under
 # TCG, seconds from the kernel's start to r2a-firstboot.service done, and the whole run;
-# last the db cluster in the cluster harness (bench/cluster.sh): formation, failover under
-# writes, memory per container; and the fs and telephony joins (bench/pools.sh): volume
-# started, a telephony node registered, heal after an fs node's restart.
+# then the db cluster in the cluster harness (bench/cluster.sh): formation, failover under
+# writes, memory per container; the fs and telephony joins (bench/pools.sh): volume
+# started, a telephony node registered, the whole topology healthy, heal after an fs
+# node's restart; last the three db images booted together in QEMU (tests/qemu_cluster.rs).
 # Run as root from the repository root: `make bench`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -98,5 +99,18 @@ done
 # The db cluster in the cluster harness: formation, failovers, memory (bench/cluster.sh).
 bench/cluster.sh "$work"
 
-# The fs and telephony joins: volume, registration, heal (bench/pools.sh).
+# The fs and telephony joins: volume, registration, the whole topology, heal
+# (bench/pools.sh).
 bench/pools.sh "$work"
+
+# The db role's qcow2 booted as db1-db3 in QEMU under TCG on a private bridge
+# (tests/qemu_cluster.rs, which prints its figures): seconds from the machines' start to
+# all three booted, and to a Patroni leader with two streaming replicas.
+cargo test --release --locked --test qemu_cluster -- --nocapture >"$work/qemu-cluster.log" 2>&1 \
+  || { tail -40 "$work/qemu-cluster.log"; exit 1; }
+echo
+printf '%-50s %s\n' "three db machines in QEMU, TCG" "seconds from start"
+booted=$(sed -n 's/^the three machines booted \([0-9.]*\) s after.*/\1/p' "$work/qemu-cluster.log")
+formed=$(sed -n 's/^a Patroni leader with two replicas \([0-9.]*\) s after.*/\1/p' "$work/qemu-cluster.log")
+printf '%-50s %.1f s\n' "all three booted (boot report)" "$booted"
+printf '%-50s %.1f s\n' "Patroni leader with two streaming replicas" "$formed"

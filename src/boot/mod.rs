@@ -21,7 +21,7 @@ use crate::exec::{CommandExt, require_tools};
 use crate::manifest::{Format, Node};
 use crate::project::Project;
 use console::{Ending, Run, Watch};
-use qemu::{Accel, Drive, Firmware, Machine, PxeLoader};
+use qemu::{Accel, Drive, Firmware, Machine, Network, PxeLoader};
 
 /// How long `--accel auto` waits for the kernel under KVM before it falls back to TCG.
 const KVM_STALL: Duration = Duration::from_secs(60);
@@ -69,71 +69,12 @@ pub fn boot(project: &Project, options: &BootOptions) -> anyhow::Result<Option<B
         "a rootfs tarball does not boot by itself; boot qcow2, raw, iso or pxe"
     );
     require_tools(&qemu::TOOLS)?;
-    let cluster = &project.cluster;
     let node = pick_node(project, options)?;
-    let cluster_out = options.out.join(&cluster.name);
-    let artifact = published_artifact(&cluster_out, options)?;
-    // Placed before anything boots: a name QEMU cannot give is refused up front.
-    let data_disk = match &node.data_disk {
-        Some(device) => Some(disks::place(
-            device,
-            &node.name,
-            attached_before_data(options),
-        )?),
-        None => None,
-    };
-    let seeds =
-        crate::seed::write_seeds(cluster, &[node], &options.out, cluster.source_date_epoch()?)?;
     let work = tempfile::Builder::new()
         .prefix("r2a-boot-")
         .tempdir()
         .context("creating the boot's work folder")?;
-    let mut machine = Machine {
-        firmware: options.firmware,
-        ovmf_vars: None,
-        accel: resolve_accel(options.accel),
-        memory_mib: options.memory_mib,
-        drives: Vec::new(),
-        mac: node
-            .mac
-            .clone()
-            .unwrap_or_else(|| qemu::mac_for(&node.name)),
-        tftp: None,
-        network_boot: false,
-        headless: options.check,
-    };
-    reset_firmware(&mut machine, work.path())?;
-    let seed = Drive::Cdrom(seeds[0].clone());
-    match options.format {
-        Format::Qcow2 | Format::Raw => {
-            let disk = overlay(&artifact, options.format, work.path(), GROWTH)?;
-            machine.drives = vec![disk, seed];
-        }
-        Format::Iso if options.install => {
-            let target = blank_disk(work.path(), INSTALL_DISK)?;
-            machine.drives = vec![iso_drive(&artifact, options), target.clone(), seed.clone()];
-            install_phase(&machine, options)?;
-            // The installed disk alone, as after taking the medium out; with the firmware's
-            // boot entries reset (OVMF otherwise keeps trying the gone USB stick, then
-            // stops in its shell).
-            machine.drives = vec![target, seed];
-            reset_firmware(&mut machine, work.path())?;
-        }
-        Format::Iso => machine.drives = vec![iso_drive(&artifact, options), seed],
-        Format::Pxe => {
-            let boot_file = options.pxe_loader.boot_file(options.firmware);
-            machine.tftp = Some((artifact.clone(), boot_file.to_string()));
-            machine.network_boot = true;
-            machine.drives = vec![seed];
-        }
-        Format::Tar => unreachable!("refused above"),
-    }
-    if let Some(placement) = data_disk {
-        let size = node.disk.unwrap_or(DEFAULT_DATA_DISK);
-        machine
-            .drives
-            .extend(data_drives(placement, size, work.path())?);
-    }
+    let mut machine = machine_for(project, node, options, work.path())?;
     if !options.check {
         let status = Command::new("qemu-system-x86_64")
             .args(machine.args())
@@ -158,6 +99,81 @@ pub fn boot(project: &Project, options: &BootOptions) -> anyhow::Result<Option<B
         ),
         ending => bail!("{}\n{}", describe_ending(ending, options), tail(&run)),
     }
+}
+
+/// The machine that boots `node` from its role's artifact published in `options.format`,
+/// with the node's seed and, when it declares one, a blank data disk where its
+/// `data_disk` names it; the throwaway disks are made in `work`, which must outlive the
+/// machine. For the ISO's install entry the install runs here, and the machine returned
+/// boots the installed disk. The NIC is on restricted user networking; callers that run
+/// several machines together plug it elsewhere.
+pub fn machine_for(
+    project: &Project,
+    node: &Node,
+    options: &BootOptions,
+    work: &Path,
+) -> anyhow::Result<Machine> {
+    let cluster = &project.cluster;
+    let cluster_out = options.out.join(&cluster.name);
+    let artifact = published_artifact(&cluster_out, options)?;
+    // Placed before anything boots: a name QEMU cannot give is refused up front.
+    let data_disk = match &node.data_disk {
+        Some(device) => Some(disks::place(
+            device,
+            &node.name,
+            attached_before_data(options),
+        )?),
+        None => None,
+    };
+    let seeds =
+        crate::seed::write_seeds(cluster, &[node], &options.out, cluster.source_date_epoch()?)?;
+    let mut machine = Machine {
+        firmware: options.firmware,
+        ovmf_vars: None,
+        accel: resolve_accel(options.accel),
+        memory_mib: options.memory_mib,
+        drives: Vec::new(),
+        mac: node
+            .mac
+            .clone()
+            .unwrap_or_else(|| qemu::mac_for(&node.name)),
+        network: Network::User { tftp: None },
+        network_boot: false,
+        headless: options.check,
+    };
+    reset_firmware(&mut machine, work)?;
+    let seed = Drive::Cdrom(seeds[0].clone());
+    match options.format {
+        Format::Qcow2 | Format::Raw => {
+            let disk = overlay(&artifact, options.format, work, GROWTH)?;
+            machine.drives = vec![disk, seed];
+        }
+        Format::Iso if options.install => {
+            let target = blank_disk(work, INSTALL_DISK)?;
+            machine.drives = vec![iso_drive(&artifact, options), target.clone(), seed.clone()];
+            install_phase(&machine, options)?;
+            // The installed disk alone, as after taking the medium out; with the firmware's
+            // boot entries reset (OVMF otherwise keeps trying the gone USB stick, then
+            // stops in its shell).
+            machine.drives = vec![target, seed];
+            reset_firmware(&mut machine, work)?;
+        }
+        Format::Iso => machine.drives = vec![iso_drive(&artifact, options), seed],
+        Format::Pxe => {
+            let boot_file = options.pxe_loader.boot_file(options.firmware);
+            machine.network = Network::User {
+                tftp: Some((artifact.clone(), boot_file.to_string())),
+            };
+            machine.network_boot = true;
+            machine.drives = vec![seed];
+        }
+        Format::Tar => unreachable!("refused above"),
+    }
+    if let Some(placement) = data_disk {
+        let size = node.disk.unwrap_or(DEFAULT_DATA_DISK);
+        machine.drives.extend(data_drives(placement, size, work)?);
+    }
+    Ok(machine)
 }
 
 /// The ISO's install entry: picked with its hotkey at the menu; the installer writes

@@ -1,6 +1,7 @@
-//! The QEMU command line of a boot: firmware, accelerator, disks and CDs, and one NIC
-//! on user networking that is always `restrict=on` (the guest reaches nothing but QEMU's
-//! own DHCP and TFTP).
+//! The QEMU command line of a boot: firmware, accelerator, disks and CDs, and one NIC,
+//! either on user networking that is always `restrict=on` (the guest reaches nothing but
+//! QEMU's own DHCP and TFTP) or on a tap device made beforehand (a port of a private
+//! bridge, for machines that talk to each other).
 
 use std::path::{Path, PathBuf};
 
@@ -87,6 +88,20 @@ pub enum Drive {
     UsbStick(PathBuf),
 }
 
+/// What a machine's NIC is plugged into.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Network {
+    /// QEMU's user networking, restricted; optionally serving a folder by TFTP and
+    /// naming a boot file in its DHCP answers.
+    User {
+        /// The folder and the boot file.
+        tftp: Option<(PathBuf, String)>,
+    },
+    /// An existing tap device, by name, in the network namespace QEMU runs in. QEMU
+    /// neither creates it nor runs scripts on it.
+    Tap(String),
+}
+
 /// Everything one QEMU run is made of.
 #[derive(Debug, Clone)]
 pub struct Machine {
@@ -102,8 +117,8 @@ pub struct Machine {
     pub drives: Vec<Drive>,
     /// The NIC's MAC address.
     pub mac: String,
-    /// A folder QEMU serves by TFTP, and the file DHCP names.
-    pub tftp: Option<(PathBuf, String)>,
+    /// What the NIC is plugged into.
+    pub network: Network,
     /// Boot from the network first.
     pub network_boot: bool,
     /// Serial console on stdio, no display, no monitor (a check); else `-nographic`.
@@ -195,10 +210,18 @@ impl Machine {
                 Drive::Disk { .. } | Drive::Cdrom(_) => {}
             }
         }
-        let mut netdev = "user,id=net0,restrict=on".to_string();
-        if let Some((dir, file)) = &self.tftp {
-            netdev.push_str(&format!(",tftp={},bootfile={file}", dir.display()));
-        }
+        let netdev = match &self.network {
+            Network::User { tftp } => {
+                let mut netdev = "user,id=net0,restrict=on".to_string();
+                if let Some((dir, file)) = tftp {
+                    netdev.push_str(&format!(",tftp={},bootfile={file}", dir.display()));
+                }
+                netdev
+            }
+            Network::Tap(ifname) => {
+                format!("tap,id=net0,ifname={ifname},script=no,downscript=no")
+            }
+        };
         args.extend(["-netdev".into(), netdev]);
         args.extend([
             "-device".into(),
@@ -252,7 +275,7 @@ mod tests {
                 Drive::Cdrom("/tmp/seed.iso".into()),
             ],
             mac: "52:54:00:00:00:31".into(),
-            tftp: None,
+            network: Network::User { tftp: None },
             network_boot: false,
             headless: true,
         }
@@ -261,7 +284,9 @@ mod tests {
     #[test]
     fn user_networking_is_always_restricted() {
         let mut pxe = machine();
-        pxe.tftp = Some(("/srv/pxe".into(), "boot.ipxe".into()));
+        pxe.network = Network::User {
+            tftp: Some(("/srv/pxe".into(), "boot.ipxe".into())),
+        };
         pxe.network_boot = true;
         for m in [machine(), pxe] {
             let args = m.args();
@@ -281,6 +306,26 @@ mod tests {
                     .any(|a| a.contains("hostfwd") || a.contains("guestfwd"))
             );
         }
+    }
+
+    #[test]
+    fn a_tap_nic_uses_the_named_device_as_it_is() {
+        let mut tapped = machine();
+        tapped.network = Network::Tap("tap-db1".into());
+        let args = tapped.args();
+        let netdevs: Vec<&String> = args
+            .windows(2)
+            .filter(|w| w[0] == "-netdev")
+            .map(|w| &w[1])
+            .collect();
+        assert_eq!(
+            netdevs,
+            ["tap,id=net0,ifname=tap-db1,script=no,downscript=no"]
+        );
+        assert!(
+            args.join(" ")
+                .contains("virtio-net-pci,netdev=net0,mac=52:54:00:00:00:31")
+        );
     }
 
     #[test]
@@ -305,7 +350,9 @@ mod tests {
         assert!(args.contains("-no-reboot"));
         assert!(args.contains("mac=52:54:00:00:00:31"));
         let mut pxe = machine();
-        pxe.tftp = Some(("/srv/pxe".into(), "boot.ipxe".into()));
+        pxe.network = Network::User {
+            tftp: Some(("/srv/pxe".into(), "boot.ipxe".into())),
+        };
         pxe.network_boot = true;
         let args = pxe.args().join(" ");
         assert!(args.contains("restrict=on,tftp=/srv/pxe,bootfile=boot.ipxe"));

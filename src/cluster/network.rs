@@ -74,6 +74,18 @@ pub fn create_node_link(lab: &LabNames, node: &NodeNames, mac: Option<&str>) -> 
     .with_context(|| format!("connecting node {} to the lab bridge", node.node))
 }
 
+/// Creates a persistent tap device `tap` in the lab namespace as a port of its bridge,
+/// without an address, for a QEMU machine of that namespace to plug its NIC into.
+pub fn create_tap(lab: &LabNames, tap: &str) -> anyhow::Result<()> {
+    ip_in(&lab.netns, &["tuntap", "add", "dev", tap, "mode", "tap"])?;
+    ip_in(&lab.netns, &["link", "set", tap, "addrgenmode", "none"])?;
+    ip_in(
+        &lab.netns,
+        &["link", "set", tap, "master", &lab.bridge, "up"],
+    )
+    .with_context(|| format!("plugging tap {tap} into the lab bridge"))
+}
+
 /// Whether the lab namespace holds its bridge.
 pub fn lab_ready(lab: &LabNames) -> bool {
     netns_exists(&lab.netns) && link_exists(&lab.netns, &lab.bridge)

@@ -120,8 +120,12 @@ pub struct EtcdMember {
 }
 
 pub fn patroni_members(h: &Harness, node: &str) -> Vec<PatroniMember> {
-    let text = ok(h, node, PATRONI_LIST);
-    let list: Vec<serde_json::Value> = serde_json::from_str(&text).unwrap();
+    parse_patroni_list(&ok(h, node, PATRONI_LIST))
+}
+
+/// The members in the JSON of `patronictl list -f json`.
+pub fn parse_patroni_list(text: &str) -> Vec<PatroniMember> {
+    let list: Vec<serde_json::Value> = serde_json::from_str(text).unwrap();
     list.iter()
         .map(|m| PatroniMember {
             name: m["Member"].as_str().unwrap_or_default().to_string(),
@@ -132,8 +136,12 @@ pub fn patroni_members(h: &Harness, node: &str) -> Vec<PatroniMember> {
 }
 
 pub fn etcd_members(h: &Harness, node: &str) -> Vec<EtcdMember> {
-    let text = ok(h, node, &format!("{ETCDCTL} member list -w json"));
-    let list: serde_json::Value = serde_json::from_str(&text).unwrap();
+    parse_etcd_members(&ok(h, node, &format!("{ETCDCTL} member list -w json")))
+}
+
+/// The members in the JSON of `etcdctl member list -w json`.
+pub fn parse_etcd_members(text: &str) -> Vec<EtcdMember> {
+    let list: serde_json::Value = serde_json::from_str(text).unwrap();
     list["members"]
         .as_array()
         .unwrap()
