@@ -71,6 +71,15 @@ enum Command {
         #[arg(long, value_name = "DIR", default_value = "out")]
         out: PathBuf,
     },
+    /// Checks a published cluster: the signature of SHA256SUMS (with the cluster's key
+    /// from the secrets file), every sum, and that no file is missing or extra.
+    Verify {
+        /// The cluster manifest.
+        manifest: PathBuf,
+        /// The output folder the cluster was built into.
+        #[arg(long, value_name = "DIR", default_value = "out")]
+        out: PathBuf,
+    },
     /// Boots a built image in QEMU on a serial console, with a node's seed attached.
     Boot(BootArgs),
     /// Runs a cluster on this machine: one systemd-nspawn container per node, on a
@@ -284,12 +293,13 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     .map(|name| find_node(&project, name))
                     .collect::<anyhow::Result<_>>()?
             };
-            for path in
-                crate::seed::write_seeds(cluster, &chosen, &out, cluster.source_date_epoch()?)?
-            {
+            let signer = project.secrets.signer(&cluster.name)?;
+            let epoch = cluster.source_date_epoch()?;
+            for path in crate::seed::write_seeds(cluster, &chosen, &out, epoch, signer.as_ref())? {
                 println!("{}", path.display());
             }
         }
+        Command::Verify { manifest, out } => return verify(&data, &manifest, &out),
         Command::Boot(args) => boot(&data, args)?,
         Command::Build {
             manifest,
@@ -340,6 +350,36 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `r2a-image verify`: every problem on stderr, one per line, naming its file; exit 1.
+fn verify(data: &Path, manifest: &Path, out: &Path) -> anyhow::Result<ExitCode> {
+    let project = Project::load(data, manifest, SecretsMode::ReadOnly)?;
+    let cluster = &project.cluster;
+    let signer = project.secrets.signer(&cluster.name)?.with_context(|| {
+        format!(
+            "{} holds no signing key: `r2a-image build {}` makes it and signs what it publishes",
+            project.secrets.path.display(),
+            manifest.display()
+        )
+    })?;
+    let cluster_out = out.join(&cluster.name);
+    match crate::signing::verify(&cluster_out, signer.public_key())? {
+        Ok(files) => {
+            println!(
+                "{}: signature good, {files} files match {}, nothing extra",
+                cluster_out.display(),
+                crate::signing::SUMS
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(problems) => {
+            for problem in problems {
+                eprintln!("{}: {problem}", cluster_out.display());
+            }
+            Ok(ExitCode::FAILURE)
+        }
+    }
 }
 
 /// Writes the files a node ends up with, as root:root with their modes (review copy).

@@ -21,4 +21,5 @@ pub mod project;
 pub mod role;
 pub mod secrets;
 pub mod seed;
+pub mod signing;
 pub mod tomldoc;

@@ -13,6 +13,7 @@ use anyhow::{Context, bail};
 use crate::manifest::Cluster;
 use crate::pki::Pki;
 use crate::role::RoleSet;
+use crate::signing::{self, Signer};
 
 /// Characters of generated passwords: safe unquoted in YAML, HAProxy, libpq and shell.
 const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
@@ -90,6 +91,13 @@ impl Secrets {
                 values.insert(name.clone(), Secret(generate()?));
                 added = true;
             }
+        }
+        if !values.contains_key(signing::KEY_SECRET) {
+            values.insert(
+                signing::KEY_SECRET.to_string(),
+                Secret(signing::generate_key()?),
+            );
+            added = true;
         }
         let issued = pki
             .ensure(cluster)
@@ -220,6 +228,17 @@ impl Secrets {
     /// The cluster CA and the node certificates and keys.
     pub fn pki(&self) -> &Pki {
         &self.pki
+    }
+
+    /// The key that signs the cluster's `SHA256SUMS`, once a build has made it.
+    pub fn signer(&self, cluster: &str) -> anyhow::Result<Option<Signer>> {
+        self.values
+            .get(signing::KEY_SECRET)
+            .map(|secret| {
+                Signer::from_secret(secret, cluster)
+                    .with_context(|| format!("in {}", self.path.display()))
+            })
+            .transpose()
     }
 }
 

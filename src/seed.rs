@@ -13,6 +13,7 @@ use crate::exec::{CommandExt, Tool, require_tools};
 use crate::fsutil;
 use crate::hash::sha256_file;
 use crate::manifest::{Cluster, Node};
+use crate::signing::Signer;
 
 /// The tool that packs seeds.
 const XORRISO: Tool = Tool {
@@ -98,12 +99,13 @@ fn network_config(cluster: &Cluster, node: &Node) -> String {
 }
 
 /// Writes the seeds of `nodes` to `<out>/<cluster>/seeds/<node>.iso`, atomically, and
-/// records them in the cluster's `manifest.json` and `SHA256SUMS`.
+/// records them in the cluster's `manifest.json` and `SHA256SUMS`, signed with `signer`.
 pub fn write_seeds(
     cluster: &Cluster,
     nodes: &[&Node],
     out: &Path,
     source_date_epoch: i64,
+    signer: Option<&Signer>,
 ) -> anyhow::Result<Vec<PathBuf>> {
     require_tools(&[XORRISO])?;
     let cluster_out = out.join(&cluster.name);
@@ -154,7 +156,7 @@ pub fn write_seeds(
         );
         published.push(target);
     }
-    index.write(&cluster_out, cluster)?;
+    index.write(&cluster_out, cluster, signer)?;
     Ok(published)
 }
 

@@ -72,6 +72,84 @@ fn the_artifacts_and_their_records_are_published() {
     }
 }
 
+/// SHA256SUMS is signed: `r2a-image verify` and OpenSSH's `ssh-keygen -Y verify` both
+/// accept it; in a copy, a changed byte and a stray file each fail `verify`, named.
+#[test]
+fn the_published_sums_are_signed_and_verify_finds_a_changed_byte_and_a_stray_file() {
+    let fx = fixture();
+    let _build = fx.lock();
+    let out = fx.out.to_str().unwrap();
+    let manifest = fx.manifest.to_str().unwrap();
+    let verified = run_image_tool(&["verify", manifest, "--out", out], None);
+    assert!(verified.status.success(), "{}", verified.stderr);
+    assert!(
+        verified.stdout.contains("signature good"),
+        "{}",
+        verified.stdout
+    );
+
+    let cluster_out = fx.cluster_out();
+    let sums = std::fs::read(cluster_out.join("SHA256SUMS")).unwrap();
+    let openssh = |sums: &[u8]| {
+        let mut child = std::process::Command::new("ssh-keygen")
+            .args(["-Y", "verify", "-f"])
+            .arg(cluster_out.join("allowed_signers"))
+            .args(["-I", "r2a@r2a-test", "-n", "r2a-sha256sums", "-s"])
+            .arg(cluster_out.join("SHA256SUMS.sig"))
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::io::Write::write_all(&mut child.stdin.take().unwrap(), sums).unwrap();
+        child.wait().unwrap().success()
+    };
+    assert!(openssh(&sums), "ssh-keygen -Y verify refused the signature");
+    let mut altered = sums.clone();
+    altered[0] ^= 1;
+    assert!(!openssh(&altered), "ssh-keygen -Y verify took altered sums");
+
+    let copy = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let copied = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(&cluster_out)
+        .arg(copy.path())
+        .status()
+        .unwrap();
+    assert!(copied.success());
+    let copy_out = copy.path().join("r2a-test");
+    let tarball = copy_out.join("portal/rootfs.tar.gz");
+    let mut bytes = std::fs::read(&tarball).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x20;
+    std::fs::write(&tarball, bytes).unwrap();
+    std::fs::write(copy_out.join("db/notes.txt"), "left here").unwrap();
+    let tampered = run_image_tool(
+        &["verify", manifest, "--out", copy.path().to_str().unwrap()],
+        None,
+    );
+    assert_eq!(tampered.status.code(), Some(1), "{}", tampered.stderr);
+    assert!(
+        tampered
+            .stderr
+            .contains("portal/rootfs.tar.gz: its sha256 differs from SHA256SUMS"),
+        "{}",
+        tampered.stderr
+    );
+    assert!(
+        tampered
+            .stderr
+            .contains("db/notes.txt: not listed in SHA256SUMS"),
+        "{}",
+        tampered.stderr
+    );
+    assert!(
+        !tampered.stderr.contains("SHA256SUMS.sig"),
+        "{}",
+        tampered.stderr
+    );
+}
+
 #[test]
 fn the_db_image_has_its_packages_configs_and_agent_and_no_node_state() {
     let fx = fixture();

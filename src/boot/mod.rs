@@ -125,8 +125,14 @@ pub fn machine_for(
         )?),
         None => None,
     };
-    let seeds =
-        crate::seed::write_seeds(cluster, &[node], &options.out, cluster.source_date_epoch()?)?;
+    let signer = project.secrets.signer(&cluster.name)?;
+    let seeds = crate::seed::write_seeds(
+        cluster,
+        &[node],
+        &options.out,
+        cluster.source_date_epoch()?,
+        signer.as_ref(),
+    )?;
     let mut machine = Machine {
         firmware: options.firmware,
         ovmf_vars: None,

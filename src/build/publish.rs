@@ -14,6 +14,10 @@ use crate::fsutil;
 use crate::hash::{KeyBuilder, sha256_file};
 use crate::manifest::Format;
 use crate::overlay::RenderedRole;
+use crate::signing::{self, Signer};
+
+/// The cluster's index of published images and seeds, in `out/<cluster>/`.
+pub const INDEX: &str = "manifest.json";
 
 /// Bumped when the way artifacts are made changes.
 const OUTPUT_RECIPE: &str = "2";
@@ -83,7 +87,7 @@ pub struct ClusterIndex {
 impl ClusterIndex {
     /// The index in `cluster_out`, or an empty one.
     pub fn read(cluster_out: &Path) -> ClusterIndex {
-        std::fs::read(cluster_out.join("manifest.json"))
+        std::fs::read(cluster_out.join(INDEX))
             .ok()
             .and_then(|bytes| serde_json::from_slice(&bytes).ok())
             .unwrap_or_default()
@@ -95,11 +99,14 @@ impl ClusterIndex {
     }
 
     /// Drops entries whose files are gone, then rewrites `manifest.json` and `SHA256SUMS`
-    /// atomically.
+    /// (which lists `manifest.json` too) atomically; with the cluster's signing key, also
+    /// `SHA256SUMS.sig` and `allowed_signers` (without one, a signature left from before
+    /// is removed: it no longer matches).
     pub fn write(
         &mut self,
         cluster_out: &Path,
         cluster: &crate::manifest::Cluster,
+        signer: Option<&Signer>,
     ) -> anyhow::Result<()> {
         self.images.retain(|_, record| {
             record
@@ -118,18 +125,34 @@ impl ClusterIndex {
             .flat_map(|r| &r.artifacts)
             .map(|a| (&a.path, &a.sha256));
         let seeds = self.seeds.values().map(|s| (&s.path, &s.sha256));
-        let mut sums: Vec<(&String, &String)> = images.chain(seeds).collect();
+        let index = serde_json::to_vec_pretty(self)?;
+        let (index_name, index_sha256) = (INDEX.to_string(), crate::hash::sha256_hex(&index));
+        let mut sums: Vec<(&String, &String)> = images
+            .chain(seeds)
+            .chain([(&index_name, &index_sha256)])
+            .collect();
         sums.sort();
         let text: String = sums
             .iter()
             .map(|(path, sha256)| format!("{sha256}  {path}\n"))
             .collect();
-        fsutil::write_atomic(
-            &cluster_out.join("manifest.json"),
-            &serde_json::to_vec_pretty(self)?,
-            0o644,
-        )?;
-        fsutil::write_atomic(&cluster_out.join("SHA256SUMS"), text.as_bytes(), 0o644)
+        fsutil::write_atomic(&cluster_out.join(INDEX), &index, 0o644)?;
+        fsutil::write_atomic(&cluster_out.join(signing::SUMS), text.as_bytes(), 0o644)?;
+        let signature = cluster_out.join(signing::SIGNATURE);
+        match signer {
+            Some(signer) => {
+                let armored = signer.sign(text.as_bytes())?;
+                fsutil::write_atomic(&signature, armored.as_bytes(), 0o644)?;
+                let allowed = signer.allowed_signers()?;
+                fsutil::write_atomic(
+                    &cluster_out.join(signing::ALLOWED_SIGNERS),
+                    allowed.as_bytes(),
+                    0o644,
+                )
+            }
+            None if signature.exists() => fsutil::remove_any(&signature),
+            None => Ok(()),
+        }
     }
 }
 
@@ -267,7 +290,8 @@ impl Staging {
         for record in self.built.iter().chain(&self.reused) {
             manifest.images.insert(record.role.clone(), record.clone());
         }
-        manifest.write(&out, &ctx.project.cluster)?;
+        let signer = ctx.project.secrets.signer(&ctx.project.cluster.name)?;
+        manifest.write(&out, &ctx.project.cluster, signer.as_ref())?;
         Ok(self.built.into_iter().chain(self.reused).collect())
     }
 }
