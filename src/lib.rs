@@ -5,6 +5,7 @@
 pub mod agent;
 pub mod boot;
 pub mod build;
+pub mod cache;
 pub mod cli;
 pub mod cluster;
 pub mod diag;

@@ -18,6 +18,7 @@ pub fn base_layer(ctx: &BuildContext<'_>) -> anyhow::Result<LayerSpec> {
         .progress
         .stage(format!("base layer {}", &spec.key[..12]));
     if ctx.layers.contains(&spec) && !ctx.options.refresh {
+        ctx.layers.mark_used(&spec)?;
         stage.finish("cached");
         return Ok(spec);
     }

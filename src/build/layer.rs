@@ -154,6 +154,14 @@ fn tool_version(bootstrap: Bootstrap) -> anyhow::Result<String> {
     Ok(format!("{name} {version}"))
 }
 
+/// The file whose time says when a build last used a cached layer.
+pub const USED_STAMP: &str = "used";
+
+/// The name of a layer's folder in the store: `<layer>-<first 16 hex of its key>`.
+pub fn folder_name(spec: &LayerSpec) -> String {
+    format!("{}-{}", spec.name, &spec.key[..16])
+}
+
 /// The folder of cached layers.
 #[derive(Debug, Clone)]
 pub struct LayerStore {
@@ -169,11 +177,22 @@ impl LayerStore {
         }
     }
 
+    /// The folder of a layer: its tree, its record and its last-use stamp.
+    pub fn folder(&self, spec: &LayerSpec) -> PathBuf {
+        self.dir.join(folder_name(spec))
+    }
+
     /// Where a layer's tree is (or will be).
     pub fn tree(&self, spec: &LayerSpec) -> PathBuf {
-        self.dir
-            .join(format!("{}-{}", spec.name, &spec.key[..16]))
-            .join("rootfs")
+        self.folder(spec).join("rootfs")
+    }
+
+    /// Stamps the layer as used now (`cache prune` keeps the most recently used).
+    pub fn mark_used(&self, spec: &LayerSpec) -> anyhow::Result<()> {
+        let stamp = self.folder(spec).join(USED_STAMP);
+        std::fs::File::create(&stamp)
+            .and_then(|file| file.set_modified(std::time::SystemTime::now()))
+            .with_context(|| format!("stamping {}", stamp.display()))
     }
 
     /// Whether the layer is cached: its record exists and names the same key.

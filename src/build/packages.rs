@@ -32,6 +32,7 @@ pub fn role_layer(
         .progress
         .stage(format!("{role_name}: package layer {}", &spec.key[..12]));
     if ctx.layers.contains(&spec) && !ctx.options.refresh {
+        ctx.layers.mark_used(&spec)?;
         stage.finish("cached");
         return Ok(spec);
     }
@@ -98,7 +99,7 @@ pub fn commit_layer(ctx: &BuildContext<'_>, work: WorkDir, spec: &LayerSpec) -> 
     std::fs::rename(work.path(), &target)
         .with_context(|| format!("moving the new layer to {}", target.display()))?;
     work.keep();
-    Ok(())
+    ctx.layers.mark_used(spec)
 }
 
 /// Vendor sources added to a tree for one install, and removed after it: credentials and

@@ -1,0 +1,292 @@
+//! `r2a-image cache status` and `cache prune`: what a build cache holds (each cached
+//! layer's size and last use, the gzip members of published tarballs, the shared apt
+//! archive, work folders a killed build left) and the removal of the layers no recent
+//! build used. A layer's last use is the time of its `used` stamp, which every build that
+//! makes or reuses it renews. The layers a given manifest uses are never removed.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::time::SystemTime;
+
+use anyhow::Context;
+
+use crate::build::layer::{self, LayerSpec, LayerStore, USED_STAMP};
+use crate::project::Project;
+
+/// One cached layer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LayerEntry {
+    /// Its folder's name, `<layer>-<key prefix>`.
+    pub folder: String,
+    /// Bytes of its files.
+    pub bytes: u64,
+    /// When a build last made or used it.
+    pub last_used: SystemTime,
+    /// Whether the manifest given uses it.
+    pub in_use: bool,
+}
+
+/// What the cache holds.
+#[derive(Debug, Clone)]
+pub struct CacheReport {
+    /// The layers, most recently used first.
+    pub layers: Vec<LayerEntry>,
+    /// Bytes of the gzip member cache.
+    pub gzip_members: u64,
+    /// Bytes of the shared apt archive.
+    pub apt_archive: u64,
+    /// Work folders of builds that did not finish (or run now), by name.
+    pub unfinished: Vec<String>,
+}
+
+/// The layer folders `project` uses: its base layer and every role's.
+pub fn layers_in_use(project: &Project) -> anyhow::Result<BTreeSet<String>> {
+    let cluster = &project.cluster;
+    let base = layer::base_spec(cluster, &project.roles, cluster.build.bootstrap)?;
+    let mut folders = BTreeSet::from([layer::folder_name(&base)]);
+    for name in cluster.roles_in_use() {
+        let role = project.roles.get(&name).context("a role in use exists")?;
+        folders.insert(layer::folder_name(&layer::role_spec(cluster, &base, role)?));
+    }
+    Ok(folders)
+}
+
+/// Reads the cache at `cache`; `in_use` names the layer folders to mark.
+pub fn status(cache: &Path, in_use: &BTreeSet<String>) -> anyhow::Result<CacheReport> {
+    let store = LayerStore::new(cache);
+    let mut layers = Vec::new();
+    let mut unfinished = Vec::new();
+    if store.dir.is_dir() {
+        for entry in std::fs::read_dir(&store.dir)
+            .with_context(|| format!("reading {}", store.dir.display()))?
+        {
+            let entry = entry?;
+            let folder = entry.file_name().to_string_lossy().into_owned();
+            if folder.starts_with('.') {
+                unfinished.push(folder);
+                continue;
+            }
+            let path = entry.path();
+            let record = path.join("layer.json");
+            let Ok(spec) = std::fs::read(&record)
+                .map_err(anyhow::Error::from)
+                .and_then(|bytes| Ok(serde_json::from_slice::<LayerSpec>(&bytes)?))
+            else {
+                // No whole record: not a layer a build would use.
+                unfinished.push(folder);
+                continue;
+            };
+            let used = std::fs::metadata(path.join(USED_STAMP))
+                .or_else(|_| std::fs::metadata(&record))
+                .and_then(|metadata| metadata.modified())
+                .with_context(|| format!("reading the last use of {}", path.display()))?;
+            layers.push(LayerEntry {
+                in_use: in_use.contains(&folder) && layer::folder_name(&spec) == folder,
+                folder,
+                bytes: bytes_under(&path)?,
+                last_used: used,
+            });
+        }
+    }
+    layers.sort_by(|a, b| b.last_used.cmp(&a.last_used).then(a.folder.cmp(&b.folder)));
+    unfinished.sort();
+    Ok(CacheReport {
+        layers,
+        gzip_members: bytes_under(&cache.join("gzip-members"))?,
+        apt_archive: bytes_under(&cache.join("apt-archives"))?,
+        unfinished,
+    })
+}
+
+/// Which layers a prune removes: those the manifest does not use, past the `keep` most
+/// recently used of them. `layers` is most recently used first.
+pub fn to_remove(layers: &[LayerEntry], keep: usize) -> Vec<&LayerEntry> {
+    layers
+        .iter()
+        .filter(|entry| !entry.in_use)
+        .skip(keep)
+        .collect()
+}
+
+/// Removes what [`to_remove`] names; returns the removed entries. Run it while no build
+/// uses the cache: a build may be reading a layer it would remove.
+pub fn prune(
+    cache: &Path,
+    in_use: &BTreeSet<String>,
+    keep: usize,
+) -> anyhow::Result<Vec<LayerEntry>> {
+    let report = status(cache, in_use)?;
+    let store = LayerStore::new(cache);
+    let mut removed = Vec::new();
+    for entry in to_remove(&report.layers, keep) {
+        crate::fsutil::remove_tree(&store.dir.join(&entry.folder))?;
+        removed.push(entry.clone());
+    }
+    Ok(removed)
+}
+
+impl CacheReport {
+    /// The report as a table.
+    pub fn to_text(&self) -> String {
+        let size = |bytes: u64| bytesize::ByteSize(bytes).display().iec().to_string();
+        let mut text = format!("{:<36} {:>10}  {}\n", "layer", "size", "last used");
+        for entry in &self.layers {
+            let mark = if entry.in_use {
+                "used by the manifest"
+            } else {
+                ""
+            };
+            let row = format!(
+                "{:<36} {:>10}  {:<20}  {mark}",
+                entry.folder,
+                size(entry.bytes),
+                utc_minute(entry.last_used),
+            );
+            text.push_str(row.trim_end());
+            text.push('\n');
+        }
+        let layers: u64 = self.layers.iter().map(|entry| entry.bytes).sum();
+        text.push_str(&format!("{:<36} {:>10}\n", "layers in all", size(layers)));
+        text.push_str(&format!(
+            "{:<36} {:>10}\n",
+            "gzip members",
+            size(self.gzip_members)
+        ));
+        text.push_str(&format!(
+            "{:<36} {:>10}\n",
+            "apt archive",
+            size(self.apt_archive)
+        ));
+        for folder in &self.unfinished {
+            text.push_str(&format!(
+                "{folder}: work folder of a build that did not finish (or runs now)\n"
+            ));
+        }
+        text
+    }
+}
+
+fn utc_minute(at: SystemTime) -> String {
+    let at = time::OffsetDateTime::from(at);
+    format!(
+        "{:04}-{:02}-{:02} {:02}:{:02} UTC",
+        at.year(),
+        u8::from(at.month()),
+        at.day(),
+        at.hour(),
+        at.minute()
+    )
+}
+
+/// Bytes of the files under `path` (0 when it does not exist); links count as themselves.
+fn bytes_under(path: &Path) -> anyhow::Result<u64> {
+    if !path.exists() {
+        return Ok(0);
+    }
+    let mut bytes = 0;
+    for entry in walkdir::WalkDir::new(path) {
+        let entry = entry.with_context(|| format!("reading {}", path.display()))?;
+        if !entry.file_type().is_dir() {
+            bytes += entry.metadata()?.len();
+        }
+    }
+    Ok(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn entry(folder: &str, minutes_ago: u64, in_use: bool) -> LayerEntry {
+        LayerEntry {
+            folder: folder.to_string(),
+            bytes: 1,
+            last_used: SystemTime::now() - Duration::from_secs(60 * minutes_ago),
+            in_use,
+        }
+    }
+
+    #[test]
+    fn prune_keeps_what_the_manifest_uses_and_the_most_recent_others() {
+        let layers = [
+            entry("db-new", 1, true),
+            entry("db-old", 5, false),
+            entry("portal-old", 9, false),
+            entry("base-old", 20, true),
+            entry("fs-old", 30, false),
+        ];
+        // (keep, removed)
+        let table: [(usize, &[&str]); 4] = [
+            (0, &["db-old", "portal-old", "fs-old"]),
+            (1, &["portal-old", "fs-old"]),
+            (2, &["fs-old"]),
+            (9, &[]),
+        ];
+        for (keep, removed) in table {
+            let chosen: Vec<&str> = to_remove(&layers, keep)
+                .iter()
+                .map(|e| e.folder.as_str())
+                .collect();
+            assert_eq!(chosen, removed, "keep {keep}");
+        }
+    }
+
+    #[test]
+    fn status_reads_layers_their_use_and_the_rest_and_prune_removes_the_oldest() {
+        let cache = tempfile::tempdir().unwrap();
+        let layer = |folder: &str, name: &str, key: &str, minutes_ago: u64| {
+            let dir = cache.path().join("layers").join(folder);
+            std::fs::create_dir_all(dir.join("rootfs/etc")).unwrap();
+            std::fs::write(dir.join("rootfs/etc/file"), vec![0u8; 1000]).unwrap();
+            let spec = serde_json::json!({
+                "name": name, "key": key, "packages": [], "vendor_packages": [],
+                "vendor_skipped": [], "tool": null, "parent": null
+            });
+            std::fs::write(dir.join("layer.json"), spec.to_string()).unwrap();
+            let stamp = std::fs::File::create(dir.join(USED_STAMP)).unwrap();
+            stamp
+                .set_modified(SystemTime::now() - Duration::from_secs(60 * minutes_ago))
+                .unwrap();
+        };
+        let key = |digit: char| digit.to_string().repeat(64);
+        layer("base-1111111111111111", "base", &key('1'), 10);
+        layer("db-2222222222222222", "db", &key('2'), 1);
+        layer("db-3333333333333333", "db", &key('3'), 60);
+        std::fs::create_dir_all(cache.path().join("layers/.db-x1")).unwrap();
+        std::fs::create_dir_all(cache.path().join("apt-archives")).unwrap();
+        std::fs::write(cache.path().join("apt-archives/a.deb"), vec![0u8; 300]).unwrap();
+        let in_use = BTreeSet::from(["base-1111111111111111".to_string()]);
+
+        let report = status(cache.path(), &in_use).unwrap();
+        let folders: Vec<(&str, bool)> = report
+            .layers
+            .iter()
+            .map(|e| (e.folder.as_str(), e.in_use))
+            .collect();
+        assert_eq!(
+            folders,
+            [
+                ("db-2222222222222222", false),
+                ("base-1111111111111111", true),
+                ("db-3333333333333333", false),
+            ]
+        );
+        assert!(report.layers.iter().all(|e| e.bytes > 1000), "{report:?}");
+        assert_eq!((report.apt_archive, report.gzip_members), (300, 0));
+        assert_eq!(report.unfinished, [".db-x1"]);
+        let text = report.to_text();
+        assert!(text.contains("used by the manifest"), "{text}");
+        assert!(text.contains(".db-x1: work folder"), "{text}");
+
+        let removed = prune(cache.path(), &in_use, 1).unwrap();
+        assert_eq!(removed.len(), 1);
+        assert_eq!(removed[0].folder, "db-3333333333333333");
+        assert!(!cache.path().join("layers/db-3333333333333333").exists());
+        assert!(cache.path().join("layers/db-2222222222222222").exists());
+        assert!(
+            cache.path().join("layers/.db-x1").exists(),
+            "work folders stay"
+        );
+    }
+}
