@@ -37,12 +37,15 @@ const MEMORY_MIB: u32 = 1536;
 const BOOT_LIMIT: Duration = Duration::from_secs(900);
 const FORM_LIMIT: Duration = Duration::from_secs(600);
 const DATA_MOUNT: &str = "/var/lib/postgresql";
+/// The process ids of the machines a run started, in its folder.
+const PIDS: &str = "machines.pid";
 
 #[test]
 fn the_db_images_boot_as_three_machines_and_form_the_cluster_on_their_data_disks() {
     let fx = fixture();
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("r2a-qemu-cluster");
-    // What a killed run left: its namespace (its machines died with their test).
+    // What a killed run left: its machines (by the ids it recorded) and its namespace.
+    end_recorded_machines(&dir);
     network::delete_netns(NETNS).unwrap();
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
@@ -82,6 +85,26 @@ fn the_db_images_boot_as_three_machines_and_form_the_cluster_on_their_data_disks
     assert!(processes_mentioning(dir.to_str().unwrap()).is_empty());
     assert!(!network::netns_exists(NETNS));
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Ends the machines an earlier run recorded and left running: each by its id, and only
+/// while that process is still a QEMU of this test's folder.
+fn end_recorded_machines(dir: &Path) {
+    let Ok(record) = std::fs::read_to_string(dir.join(PIDS)) else {
+        return;
+    };
+    for pid in record
+        .lines()
+        .filter_map(|line| line.trim().parse::<i32>().ok())
+    {
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        if cmdline.contains("qemu-system-x86_64") && cmdline.contains(dir.to_str().unwrap()) {
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+        }
+    }
 }
 
 fn the_etcd_members_are_the_three_nodes(lab: &VmLab) {
@@ -258,6 +281,13 @@ impl VmLab {
             .stderr(console)
             .spawn()
             .unwrap();
+        // Recorded first, so that a run killed before its cleanup can be cleaned after.
+        let mut record = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join(PIDS))
+            .unwrap();
+        std::io::Write::write_all(&mut record, format!("{}\n", child.id()).as_bytes()).unwrap();
         self.machines.borrow_mut().push((node.to_string(), child));
     }
 
