@@ -68,6 +68,14 @@ impl Stage {
         }
     }
 
+    /// Says something that stays (on the terminal above the bar, else in the log).
+    pub fn note(&self, text: &str) {
+        match &self.bar {
+            Some(bar) => bar.println(format!("  {}: {text}", self.name)),
+            None => eprintln!("r2a-image: {}: {text}", self.name),
+        }
+    }
+
     /// Switches to a byte bar of `total` bytes.
     pub fn bytes(&self, total: u64) {
         if let Some(bar) = &self.bar {

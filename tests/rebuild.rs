@@ -1,6 +1,6 @@
 //! Rebuilds of the test cluster (root needed): what a rebuild reuses (every cached layer
-//! and unchanged image) and what it redoes (an overlay edit), and what a failed, an
-//! interrupted or an invalid build leaves behind: nothing.
+//! and unchanged image) and what it redoes (an overlay edit, a damaged cached layer), and
+//! what a failed, an interrupted or an invalid build leaves behind: nothing.
 
 mod support;
 
@@ -78,6 +78,55 @@ fn an_overlay_change_rebuilds_the_image_but_no_package_layer() {
     // Put the project's own overlay back for the other tests.
     let output = fx.build(&["--role", "portal"], None);
     assert!(output.status.success(), "{}", output.stderr);
+}
+
+/// A cached layer with a file cut short and one removed is found damaged by its digest,
+/// said so, and built again, never used; the new layer is whole.
+#[test]
+fn a_damaged_cached_layer_is_detected_and_built_again() {
+    let fx = fixture();
+    let _build = fx.lock();
+    let plan = run_image_tool(
+        &[
+            "plan",
+            fx.manifest.to_str().unwrap(),
+            "--cache",
+            fx.cache.to_str().unwrap(),
+            "--role",
+            "portal",
+            "--json",
+        ],
+        None,
+    );
+    let plan: serde_json::Value = serde_json::from_str(&plan.stdout).unwrap();
+    let key = plan["roles"][0]["layer"]["key"].as_str().unwrap();
+    let licenses = fx
+        .cache
+        .join("layers")
+        .join(format!("portal-{}", &key[..16]))
+        .join("rootfs/usr/share/common-licenses");
+    let gpl = std::fs::read(licenses.join("GPL-3")).unwrap();
+    std::fs::write(licenses.join("GPL-3"), &gpl[..gpl.len() / 2]).unwrap();
+    std::fs::remove_file(licenses.join("Apache-2.0")).unwrap();
+
+    let output = fx.build(&["--role", "portal"], None);
+    assert!(output.status.success(), "{}", output.stderr);
+    assert!(
+        output.stderr.contains("cached layer damaged"),
+        "{}",
+        output.stderr
+    );
+    assert!(
+        !output.hit_cache("portal: package layer"),
+        "{}",
+        output.stderr
+    );
+    assert_eq!(std::fs::read(licenses.join("GPL-3")).unwrap(), gpl);
+    assert!(licenses.join("Apache-2.0").is_file());
+
+    let again = fx.build(&["--role", "portal"], None);
+    assert!(again.status.success(), "{}", again.stderr);
+    assert!(again.hit_cache("portal: package layer"), "{}", again.stderr);
 }
 
 #[test]

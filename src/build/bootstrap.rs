@@ -17,8 +17,7 @@ pub fn base_layer(ctx: &BuildContext<'_>) -> anyhow::Result<LayerSpec> {
     let stage = ctx
         .progress
         .stage(format!("base layer {}", &spec.key[..12]));
-    if ctx.layers.contains(&spec) && !ctx.options.refresh {
-        ctx.layers.mark_used(&spec)?;
+    if !ctx.options.refresh && super::layer_is_usable(ctx, &spec, &stage)? {
         stage.finish("cached");
         return Ok(spec);
     }

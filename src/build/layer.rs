@@ -154,8 +154,52 @@ fn tool_version(bootstrap: Bootstrap) -> anyhow::Result<String> {
     Ok(format!("{name} {version}"))
 }
 
+/// Writes the digest of `tree` beside it ([`CONTENTS_STAMP`]).
+pub fn record_contents(tree: &Path) -> anyhow::Result<()> {
+    let digest = contents_digest(tree)?;
+    let stamp = tree.with_file_name(CONTENTS_STAMP);
+    std::fs::write(&stamp, format!("{digest}\n"))
+        .with_context(|| format!("writing {}", stamp.display()))
+}
+
+/// The digest of a tree's listing: each entry's path, type, mode, size and link target,
+/// in name order.
+pub fn contents_digest(tree: &Path) -> anyhow::Result<String> {
+    use std::os::unix::fs::MetadataExt;
+    let mut key = KeyBuilder::new();
+    for entry in walkdir::WalkDir::new(tree).sort_by_file_name() {
+        let entry = entry.with_context(|| format!("reading {}", tree.display()))?;
+        let metadata = entry.metadata()?;
+        let kind = metadata.file_type();
+        let target = if kind.is_symlink() {
+            std::fs::read_link(entry.path())?
+                .to_string_lossy()
+                .into_owned()
+        } else {
+            String::new()
+        };
+        let size = if kind.is_file() { metadata.len() } else { 0 };
+        let path = entry.path().strip_prefix(tree)?.to_string_lossy();
+        key = key.add(&path, format!("{:o} {size} {target}", metadata.mode()));
+    }
+    Ok(key.finish())
+}
+
 /// The file whose time says when a build last used a cached layer.
 pub const USED_STAMP: &str = "used";
+/// The digest of a cached layer's tree listing, written when the layer is committed.
+pub const CONTENTS_STAMP: &str = "contents.sha256";
+
+/// What the store holds for a layer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Cached {
+    /// The layer, whole: its record names the key and its tree matches its digest.
+    Whole,
+    /// Nothing (or another key's layer).
+    Missing,
+    /// A record without a matching tree: a file was cut short, removed or added.
+    Damaged(String),
+}
 
 /// The name of a layer's folder in the store: `<layer>-<first 16 hex of its key>`.
 pub fn folder_name(spec: &LayerSpec) -> String {
@@ -202,5 +246,123 @@ impl LayerStore {
             .ok()
             .and_then(|bytes| serde_json::from_slice::<LayerSpec>(&bytes).ok())
             .is_some_and(|cached| cached.key == spec.key)
+    }
+
+    /// Whether the layer is cached and whole. The digest covers every entry's path,
+    /// type, mode, size and link target (not the bytes: reading a whole tree on every
+    /// build would cost more than the cache saves), which catches a file cut short,
+    /// removed or added. A layer of an older cache without a digest gets one now.
+    pub fn check(&self, spec: &LayerSpec) -> anyhow::Result<Cached> {
+        if !self.contains(spec) {
+            return Ok(Cached::Missing);
+        }
+        let tree = self.tree(spec);
+        let stamp = self.folder(spec).join(CONTENTS_STAMP);
+        let Ok(recorded) = std::fs::read_to_string(&stamp) else {
+            record_contents(&tree)?;
+            return Ok(Cached::Whole);
+        };
+        let now = contents_digest(&tree)?;
+        Ok(if recorded.trim() == now {
+            Cached::Whole
+        } else {
+            Cached::Damaged(format!(
+                "{} no longer matches the digest of its files",
+                tree.display()
+            ))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(key: char) -> LayerSpec {
+        LayerSpec {
+            name: "db".into(),
+            key: key.to_string().repeat(64),
+            packages: Vec::new(),
+            vendor_packages: Vec::new(),
+            vendor_skipped: Vec::new(),
+            tool: None,
+            parent: None,
+        }
+    }
+
+    /// A store holding a committed layer of `spec('a')` with two files.
+    fn store_with_layer() -> (tempfile::TempDir, LayerStore) {
+        let cache = tempfile::tempdir().unwrap();
+        let store = LayerStore::new(cache.path());
+        let tree = store.tree(&spec('a'));
+        std::fs::create_dir_all(tree.join("etc")).unwrap();
+        std::fs::write(tree.join("etc/one"), "one\n").unwrap();
+        std::fs::write(tree.join("etc/two"), "two\n").unwrap();
+        std::os::unix::fs::symlink("one", tree.join("etc/link")).unwrap();
+        let record = serde_json::to_vec(&spec('a')).unwrap();
+        std::fs::write(store.folder(&spec('a')).join("layer.json"), record).unwrap();
+        record_contents(&tree).unwrap();
+        (cache, store)
+    }
+
+    #[test]
+    fn a_cut_removed_added_or_relinked_file_makes_the_layer_damaged() {
+        // (what is done to the tree, what the store then says)
+        type Change = fn(&Path);
+        let table: [(Change, bool); 6] = [
+            (|_| {}, false),
+            (
+                |tree| std::fs::write(tree.join("etc/one"), "on").unwrap(),
+                true,
+            ),
+            (
+                |tree| std::fs::remove_file(tree.join("etc/two")).unwrap(),
+                true,
+            ),
+            (
+                |tree| std::fs::write(tree.join("etc/three"), "").unwrap(),
+                true,
+            ),
+            (
+                |tree| {
+                    std::fs::remove_file(tree.join("etc/link")).unwrap();
+                    std::os::unix::fs::symlink("two", tree.join("etc/link")).unwrap();
+                },
+                true,
+            ),
+            // The same length, other bytes: not looked at (the digest reads no content).
+            (
+                |tree| std::fs::write(tree.join("etc/one"), "eno\n").unwrap(),
+                false,
+            ),
+        ];
+        for (index, (change, damaged)) in table.into_iter().enumerate() {
+            let (_cache, store) = store_with_layer();
+            change(&store.tree(&spec('a')));
+            let cached = store.check(&spec('a')).unwrap();
+            assert_eq!(
+                matches!(cached, Cached::Damaged(_)),
+                damaged,
+                "case {index}: {cached:?}"
+            );
+            if !damaged {
+                assert_eq!(cached, Cached::Whole, "case {index}");
+            }
+        }
+    }
+
+    #[test]
+    fn another_key_is_missing_and_a_layer_without_digest_gets_one() {
+        let (_cache, store) = store_with_layer();
+        assert_eq!(store.check(&spec('b')).unwrap(), Cached::Missing);
+        let stamp = store.folder(&spec('a')).join(CONTENTS_STAMP);
+        std::fs::remove_file(&stamp).unwrap();
+        assert_eq!(store.check(&spec('a')).unwrap(), Cached::Whole);
+        assert!(stamp.is_file());
+        std::fs::remove_file(store.tree(&spec('a')).join("etc/two")).unwrap();
+        assert!(matches!(
+            store.check(&spec('a')).unwrap(),
+            Cached::Damaged(_)
+        ));
     }
 }

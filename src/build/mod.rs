@@ -136,6 +136,26 @@ impl<'a> BuildContext<'a> {
 }
 
 /// Checks host tools and the environment before any work starts.
+/// Whether a cached layer serves as it is: whole (then stamped as used now). A damaged
+/// one is said and built again; it is never used.
+fn layer_is_usable(
+    ctx: &BuildContext<'_>,
+    spec: &layer::LayerSpec,
+    stage: &crate::progress::Stage,
+) -> anyhow::Result<bool> {
+    match ctx.layers.check(spec)? {
+        layer::Cached::Whole => {
+            ctx.layers.mark_used(spec)?;
+            Ok(true)
+        }
+        layer::Cached::Missing => Ok(false),
+        layer::Cached::Damaged(why) => {
+            stage.note(&format!("cached layer damaged ({why}); building it again"));
+            Ok(false)
+        }
+    }
+}
+
 fn preflight(ctx: &BuildContext<'_>) -> anyhow::Result<()> {
     let mut tools: Vec<Tool> = chroot::TOOLS.to_vec();
     tools.push(match ctx.bootstrap {

@@ -31,8 +31,7 @@ pub fn role_layer(
     let stage = ctx
         .progress
         .stage(format!("{role_name}: package layer {}", &spec.key[..12]));
-    if ctx.layers.contains(&spec) && !ctx.options.refresh {
-        ctx.layers.mark_used(&spec)?;
+    if !ctx.options.refresh && super::layer_is_usable(ctx, &spec, &stage)? {
         stage.finish("cached");
         return Ok(spec);
     }
@@ -87,6 +86,7 @@ pub fn apt_install(
 
 /// Records the layer and moves its tree to its key's place in the cache.
 pub fn commit_layer(ctx: &BuildContext<'_>, work: WorkDir, spec: &LayerSpec) -> anyhow::Result<()> {
+    layer::record_contents(&work.path().join("rootfs"))?;
     let record = work.path().join("layer.json");
     std::fs::write(&record, serde_json::to_vec_pretty(spec)?)?;
     let target = ctx
