@@ -21,6 +21,12 @@ pub fn base_layer(ctx: &BuildContext<'_>) -> anyhow::Result<LayerSpec> {
         stage.finish("cached");
         return Ok(spec);
     }
+    let _lock = super::lock_cache(ctx, &stage)?;
+    // Another build may have made the layer while this one waited for the lock.
+    if !ctx.options.refresh && super::layer_is_usable(ctx, &spec, &stage)? {
+        stage.finish("cached, built by another build meanwhile");
+        return Ok(spec);
+    }
     let work = WorkDir::new(&ctx.layers.dir, ".base-")?;
     let root = work.path().join("rootfs");
     // The base role's `prepare` files (the live-boot initramfs script) are in place

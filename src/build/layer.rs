@@ -187,6 +187,48 @@ pub fn contents_digest(tree: &Path) -> anyhow::Result<String> {
 
 /// The file whose time says when a build last used a cached layer.
 pub const USED_STAMP: &str = "used";
+/// The lock file in the cache folder (see [`CacheLock`]).
+const LOCK_FILE: &str = "lock";
+
+/// An exclusive lock on a cache folder, held while a layer is built: the shared apt
+/// archive and the layer store take one writer at a time. A second build waits for it
+/// (checking for Ctrl-C while it waits), then looks for the layer again: the first may
+/// have built it. The lock goes with the process, however it ends.
+#[derive(Debug)]
+pub struct CacheLock {
+    _file: std::fs::File,
+}
+
+impl CacheLock {
+    /// Takes the lock of `cache`; `on_wait` is called once if another build holds it.
+    pub fn acquire(cache: &Path, on_wait: impl FnOnce()) -> anyhow::Result<CacheLock> {
+        use rustix::fs::{FlockOperation, flock};
+        std::fs::create_dir_all(cache).with_context(|| format!("creating {}", cache.display()))?;
+        let path = cache.join(LOCK_FILE);
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .with_context(|| format!("opening {}", path.display()))?;
+        let mut on_wait = Some(on_wait);
+        loop {
+            match flock(&file, FlockOperation::NonBlockingLockExclusive) {
+                Ok(()) => return Ok(CacheLock { _file: file }),
+                Err(rustix::io::Errno::WOULDBLOCK) => {
+                    if let Some(on_wait) = on_wait.take() {
+                        on_wait();
+                    }
+                    crate::interrupt::check()?;
+                    std::thread::sleep(std::time::Duration::from_millis(200));
+                }
+                Err(error) => {
+                    return Err(error).with_context(|| format!("locking {}", path.display()));
+                }
+            }
+        }
+    }
+}
 /// The digest of a cached layer's tree listing, written when the layer is committed.
 pub const CONTENTS_STAMP: &str = "contents.sha256";
 
@@ -349,6 +391,27 @@ mod tests {
                 assert_eq!(cached, Cached::Whole, "case {index}");
             }
         }
+    }
+
+    #[test]
+    fn a_second_holder_of_the_cache_lock_waits_for_the_first() {
+        let cache = tempfile::tempdir().unwrap();
+        let first = CacheLock::acquire(cache.path(), || panic!("nobody held it")).unwrap();
+        let (waited_tx, waited_rx) = std::sync::mpsc::channel();
+        let path = cache.path().to_path_buf();
+        let second = std::thread::spawn(move || {
+            let lock = CacheLock::acquire(&path, || waited_tx.send(()).unwrap()).unwrap();
+            drop(lock);
+        });
+        waited_rx
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .expect("the second waits");
+        assert!(
+            !second.is_finished(),
+            "it still waits while the first holds it"
+        );
+        drop(first);
+        second.join().unwrap();
     }
 
     #[test]

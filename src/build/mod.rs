@@ -136,6 +136,16 @@ impl<'a> BuildContext<'a> {
 }
 
 /// Checks host tools and the environment before any work starts.
+/// Takes the cache's lock for building a layer, saying so when another build holds it.
+fn lock_cache(
+    ctx: &BuildContext<'_>,
+    stage: &crate::progress::Stage,
+) -> anyhow::Result<layer::CacheLock> {
+    layer::CacheLock::acquire(&ctx.options.cache, || {
+        stage.note("waiting for another build that is using the cache");
+    })
+}
+
 /// Whether a cached layer serves as it is: whole (then stamped as used now). A damaged
 /// one is said and built again; it is never used.
 fn layer_is_usable(

@@ -35,6 +35,12 @@ pub fn role_layer(
         stage.finish("cached");
         return Ok(spec);
     }
+    let _lock = super::lock_cache(ctx, &stage)?;
+    // Another build may have made the layer while this one waited for the lock.
+    if !ctx.options.refresh && super::layer_is_usable(ctx, &spec, &stage)? {
+        stage.finish("cached, built by another build meanwhile");
+        return Ok(spec);
+    }
     let work = WorkDir::new(&ctx.layers.dir, &format!(".{role_name}-"))?;
     let root = work.path().join("rootfs");
     fsutil::copy_tree(&ctx.layers.tree(base), &root)?;
