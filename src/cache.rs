@@ -5,7 +5,7 @@
 //! makes or reuses it renews. The layers a given manifest uses are never removed.
 
 use std::collections::BTreeSet;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use anyhow::Context;
@@ -191,6 +191,69 @@ fn bytes_under(path: &Path) -> anyhow::Result<u64> {
         }
     }
     Ok(bytes)
+}
+
+/// `r2a-image cache`'s actions.
+#[derive(Debug, clap::Subcommand)]
+pub enum CacheAction {
+    /// Each cached layer's size and last use, the gzip members and the apt archive; with
+    /// a manifest, which layers it uses.
+    Status {
+        /// A cluster manifest whose layers to mark.
+        manifest: Option<PathBuf>,
+        /// The cache folder.
+        #[arg(long, value_name = "DIR", default_value = crate::cli::DEFAULT_CACHE)]
+        cache: PathBuf,
+    },
+    /// Removes every cached layer but the KEEP most recently used (and, with a manifest,
+    /// the layers it uses). Run it while no build uses the cache.
+    Prune {
+        /// A cluster manifest whose layers to keep.
+        manifest: Option<PathBuf>,
+        /// The cache folder.
+        #[arg(long, value_name = "DIR", default_value = crate::cli::DEFAULT_CACHE)]
+        cache: PathBuf,
+        /// How many of the other layers to keep, most recently used first.
+        #[arg(long, value_name = "COUNT")]
+        keep: usize,
+    },
+}
+
+/// Runs `r2a-image cache status|prune`, printing the report or what was removed.
+pub fn run(data: &Path, action: CacheAction) -> anyhow::Result<()> {
+    let in_use = |manifest: Option<PathBuf>| -> anyhow::Result<_> {
+        match manifest {
+            Some(manifest) => {
+                let project =
+                    Project::load(data, &manifest, crate::project::SecretsMode::ReadOnly)?;
+                layers_in_use(&project)
+            }
+            None => Ok(Default::default()),
+        }
+    };
+    match action {
+        CacheAction::Status { manifest, cache } => {
+            let report = status(&cache, &in_use(manifest)?)?;
+            print!("{}", report.to_text());
+        }
+        CacheAction::Prune {
+            manifest,
+            cache,
+            keep,
+        } => {
+            let removed = prune(&cache, &in_use(manifest)?, keep)?;
+            let freed: u64 = removed.iter().map(|entry| entry.bytes).sum();
+            for entry in &removed {
+                println!("removed {}", entry.folder);
+            }
+            println!(
+                "{} layer(s) removed, {} freed",
+                removed.len(),
+                bytesize::ByteSize(freed).display().iec()
+            );
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

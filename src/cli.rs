@@ -83,7 +83,7 @@ enum Command {
     /// Shows what the build cache holds, or removes the layers no recent build used.
     Cache {
         #[command(subcommand)]
-        action: CacheAction,
+        action: crate::cache::CacheAction,
     },
     /// Boots a built image in QEMU on a serial console, with a node's seed attached.
     Boot(BootArgs),
@@ -112,32 +112,6 @@ enum Command {
         /// 512 MiB; the root grows to the real disk on first boot).
         #[arg(long, value_name = "SIZE", value_parser = parse_size)]
         disk_size: Option<u64>,
-    },
-}
-
-/// `r2a-image cache`'s actions.
-#[derive(Debug, Subcommand)]
-enum CacheAction {
-    /// Each cached layer's size and last use, the gzip members and the apt archive; with
-    /// a manifest, which layers it uses.
-    Status {
-        /// A cluster manifest whose layers to mark.
-        manifest: Option<PathBuf>,
-        /// The cache folder.
-        #[arg(long, value_name = "DIR", default_value = DEFAULT_CACHE)]
-        cache: PathBuf,
-    },
-    /// Removes every cached layer but the KEEP most recently used (and, with a manifest,
-    /// the layers it uses). Run it while no build uses the cache.
-    Prune {
-        /// A cluster manifest whose layers to keep.
-        manifest: Option<PathBuf>,
-        /// The cache folder.
-        #[arg(long, value_name = "DIR", default_value = DEFAULT_CACHE)]
-        cache: PathBuf,
-        /// How many of the other layers to keep, most recently used first.
-        #[arg(long, value_name = "COUNT")]
-        keep: usize,
     },
 }
 
@@ -246,7 +220,8 @@ struct Selection {
     bootstrap: Option<Bootstrap>,
 }
 
-const DEFAULT_CACHE: &str = "/var/cache/r2a-appliance";
+/// The cache folder when `--cache` is not given.
+pub const DEFAULT_CACHE: &str = "/var/cache/r2a-appliance";
 
 /// Runs the command line; exit status 2 for invalid input, 130 after Ctrl-C, 1 otherwise.
 pub fn main() -> ExitCode {
@@ -331,7 +306,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
         }
         Command::Verify { manifest, out } => return verify(&data, &manifest, &out),
-        Command::Cache { action } => cache(&data, action)?,
+        Command::Cache { action } => crate::cache::run(&data, action)?,
         Command::Boot(args) => boot(&data, args)?,
         Command::Build {
             manifest,
@@ -382,42 +357,6 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// `r2a-image cache status|prune`.
-fn cache(data: &Path, action: CacheAction) -> anyhow::Result<()> {
-    let in_use = |manifest: Option<PathBuf>| -> anyhow::Result<_> {
-        match manifest {
-            Some(manifest) => {
-                let project = Project::load(data, &manifest, SecretsMode::ReadOnly)?;
-                crate::cache::layers_in_use(&project)
-            }
-            None => Ok(Default::default()),
-        }
-    };
-    match action {
-        CacheAction::Status { manifest, cache } => {
-            let report = crate::cache::status(&cache, &in_use(manifest)?)?;
-            print!("{}", report.to_text());
-        }
-        CacheAction::Prune {
-            manifest,
-            cache,
-            keep,
-        } => {
-            let removed = crate::cache::prune(&cache, &in_use(manifest)?, keep)?;
-            let freed: u64 = removed.iter().map(|entry| entry.bytes).sum();
-            for entry in &removed {
-                println!("removed {}", entry.folder);
-            }
-            println!(
-                "{} layer(s) removed, {} freed",
-                removed.len(),
-                bytesize::ByteSize(freed).display().iec()
-            );
-        }
-    }
-    Ok(())
 }
 
 /// `r2a-image verify`: every problem on stderr, one per line, naming its file; exit 1.
