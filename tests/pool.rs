@@ -198,8 +198,10 @@ fn a_node_added_to_the_manifest_changes_nothing_but_hosts(
     wait_joined(&grown, &["tel2"]);
     println!("tel2 registered {:.0?} after up", started.elapsed());
     assert_eq!(state_of(&grown, "tel1", "tel2"), "active");
-    // Every database client resolves the new node within a heartbeat or two.
-    for node in ["tel1", "tel2", "admin1", "portal1", "switch1", "api1"] {
+    // Every node resolves the new one within a heartbeat or two.
+    for node in [
+        "tel1", "tel2", "admin1", "portal1", "switch1", "api1", "sip1", "db1", "db3", "fs2",
+    ] {
         let resolved = wait_until(Duration::from_secs(40), "tel2 by name", || {
             let output = run(&grown, node, "getent hosts tel2");
             output.status.success().then(|| stdout(&output))

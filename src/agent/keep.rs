@@ -1,9 +1,11 @@
 //! `r2a-node keep`: what a node does for as long as it runs, after its join (run by
-//! `r2a-keep.service` on fs nodes and database clients). A telephony node beats its
-//! heart in the pool every [`HEARTBEAT_SECONDS`] and leaves the active set when the unit
-//! is stopped cleanly; every database client keeps the agent's block of `/etc/hosts` in
-//! step with the nodes registered in the pool; an fs node that is a member of the
-//! Gluster pool probes in the fs nodes that asked to join.
+//! `r2a-keep.service` on db and fs nodes and database clients). A telephony node beats
+//! its heart in the pool every [`HEARTBEAT_SECONDS`] and leaves the active set when the
+//! unit is stopped cleanly; every node keeps the agent's block of `/etc/hosts` in step
+//! with the nodes registered in the pool (a database client through its HAProxy, an fs
+//! node as the pool's certificate-authenticated reader, a db node from its own server,
+//! replica or primary); an fs node that is a member of the Gluster pool probes in the fs
+//! nodes that asked to join.
 //!
 //! The database may be away for a while (a failover, a restart of the whole cluster):
 //! a round that cannot reach it says so on stdout and the next one tries again.
@@ -25,6 +27,8 @@ use super::root::{Root, read_optional, write_atomic};
 const POOL_STEP: &str = "telephony-pool";
 /// The join step whose marker says this fs node is a member of the Gluster pool.
 const GLUSTER_STEP: &str = "gluster";
+/// The join step that marks a db node (the pool's tables live in its server).
+const SCHEMA_STEP: &str = "schema";
 /// The file whose block [`with_registered`] keeps.
 pub const HOSTS_FILE: &str = "/etc/hosts";
 
@@ -43,13 +47,22 @@ pub fn run(root: &Root, host: &mut dyn Host) -> anyhow::Result<()> {
     } else {
         None
     };
-    // systemd gives database clients their database settings (database.env).
-    let database_client = std::env::var_os("PGHOST").is_some();
+    // systemd gives database clients their database settings, and fs nodes the pool
+    // reader's (database.env).
+    let pool_reader = if std::env::var_os("PGHOST").is_some() {
+        Some(PoolReader::Client)
+    } else if config.role.join.iter().any(|step| step == SCHEMA_STEP) {
+        Some(PoolReader::LocalServer {
+            database: config.role.var("database")?,
+        })
+    } else {
+        None
+    };
     let duties = Duties {
         name: &name,
         in_pool,
         gluster_brick: gluster_brick.as_deref(),
-        database_client,
+        pool_reader,
     };
     crate::interrupt::install()?;
     let mut last_report = String::new();
@@ -81,8 +94,30 @@ struct Duties<'a> {
     in_pool: bool,
     /// An fs node: its brick, where join requests land.
     gluster_brick: Option<&'a str>,
-    /// It reads the telephony pool for `/etc/hosts`.
-    database_client: bool,
+    /// How it reads the telephony pool for `/etc/hosts`, if it does.
+    pool_reader: Option<PoolReader>,
+}
+
+/// Where a node reads the telephony pool.
+enum PoolReader {
+    /// psql with the unit's settings: a database client through its HAProxy, an fs
+    /// node straight to the db nodes as the pool's read-only reader.
+    Client,
+    /// A db node: its own server (a replica answers too), as `postgres` over the local
+    /// socket, in the application's database.
+    LocalServer { database: String },
+}
+
+impl PoolReader {
+    fn members(&self, host: &mut dyn Host) -> anyhow::Result<Vec<(String, std::net::Ipv4Addr)>> {
+        let output = match self {
+            PoolReader::Client => pool::query(host, pool::MEMBERS_SQL)?,
+            PoolReader::LocalServer { database } => {
+                super::join::schema::query(host, database, pool::MEMBERS_SQL)?
+            }
+        };
+        pool::parse_members(&output)
+    }
 }
 
 /// One round of every duty; what happened, in one line.
@@ -101,9 +136,9 @@ fn one_round(root: &Root, host: &mut dyn Host, config: &Config, duties: &Duties<
             Err(error) => format!("{error:#}"),
         });
     }
-    if !duties.database_client {
+    let Some(reader) = &duties.pool_reader else {
         return said.join("; ");
-    }
+    };
     if duties.in_pool {
         said.push(match registered(root) {
             Ok(true) => match pool::query(host, &pool::heartbeat_sql(name)) {
@@ -114,11 +149,13 @@ fn one_round(root: &Root, host: &mut dyn Host, config: &Config, duties: &Duties<
             Err(error) => format!("{error:#}"),
         });
     }
-    said.push(match sync_hosts(root, host, &config.cluster.domain) {
-        Ok(true) => "/etc/hosts updated from the pool".to_string(),
-        Ok(false) => "/etc/hosts in step with the pool".to_string(),
-        Err(error) => format!("/etc/hosts not updated: {error:#}"),
-    });
+    said.push(
+        match sync_hosts(root, host, reader, &config.cluster.domain) {
+            Ok(true) => "/etc/hosts updated from the pool".to_string(),
+            Ok(false) => "/etc/hosts in step with the pool".to_string(),
+            Err(error) => format!("/etc/hosts not updated: {error:#}"),
+        },
+    );
     said.join("; ")
 }
 
@@ -127,8 +164,13 @@ fn registered(root: &Root) -> anyhow::Result<bool> {
 }
 
 /// Rewrites the agent's block of `/etc/hosts` from the pool; whether it changed.
-fn sync_hosts(root: &Root, host: &mut dyn Host, domain: &str) -> anyhow::Result<bool> {
-    let members = pool::parse_members(&pool::query(host, pool::MEMBERS_SQL)?)?;
+fn sync_hosts(
+    root: &Root,
+    host: &mut dyn Host,
+    reader: &PoolReader,
+    domain: &str,
+) -> anyhow::Result<bool> {
+    let members = reader.members(host)?;
     let path = root.path(HOSTS_FILE);
     let current = read_optional(&path)?.unwrap_or_default();
     let wanted = with_registered(&current, &members, domain);
