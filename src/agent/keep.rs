@@ -49,14 +49,13 @@ pub fn run(root: &Root, host: &mut dyn Host) -> anyhow::Result<()> {
     };
     // systemd gives database clients their database settings, and fs nodes the pool
     // reader's (database.env).
-    let pool_reader = if std::env::var_os("PGHOST").is_some() {
-        Some(PoolReader::Client)
-    } else if config.role.join.iter().any(|step| step == SCHEMA_STEP) {
-        Some(PoolReader::LocalServer {
+    let settings_given = std::env::var_os("PGHOST").is_some();
+    let pool_reader = match choose_pool_source(settings_given, &config.role.join) {
+        Some(PoolSource::UnitSettings) => Some(PoolReader::Client),
+        Some(PoolSource::OwnServer) => Some(PoolReader::LocalServer {
             database: config.role.var("database")?,
-        })
-    } else {
-        None
+        }),
+        None => None,
     };
     let duties = Duties {
         name: &name,
@@ -96,6 +95,27 @@ struct Duties<'a> {
     gluster_brick: Option<&'a str>,
     /// How it reads the telephony pool for `/etc/hosts`, if it does.
     pool_reader: Option<PoolReader>,
+}
+
+/// Which way a node reads the pool, before the details.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PoolSource {
+    /// With the database settings the unit was given.
+    UnitSettings,
+    /// From the node's own server.
+    OwnServer,
+}
+
+/// How a node reads the pool: with the settings systemd gave it (database clients, fs
+/// nodes), else from its own server when it is a db node; else not at all.
+fn choose_pool_source(settings_given: bool, join: &[String]) -> Option<PoolSource> {
+    if settings_given {
+        Some(PoolSource::UnitSettings)
+    } else if join.iter().any(|step| step == SCHEMA_STEP) {
+        Some(PoolSource::OwnServer)
+    } else {
+        None
+    }
 }
 
 /// Where a node reads the telephony pool.
@@ -179,4 +199,38 @@ fn sync_hosts(
     }
     write_atomic(&path, wanted.as_bytes(), 0o644)?;
     Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_role_reads_the_pool_its_own_way() {
+        let steps = |names: &[&str]| names.iter().map(|n| n.to_string()).collect::<Vec<_>>();
+        // (settings given by the unit, the role's join steps, reader)
+        let table = [
+            (
+                true,
+                steps(&["shared-volume", "freeswitch", "telephony-pool"]),
+                Some(PoolSource::UnitSettings),
+            ),
+            (true, steps(&[]), Some(PoolSource::UnitSettings)),
+            (true, steps(&["gluster"]), Some(PoolSource::UnitSettings)),
+            (
+                false,
+                steps(&["etcd", "patroni", "schema"]),
+                Some(PoolSource::OwnServer),
+            ),
+            (false, steps(&["gluster"]), None),
+            (false, steps(&[]), None),
+        ];
+        for (settings, join, reader) in table {
+            assert_eq!(
+                choose_pool_source(settings, &join),
+                reader,
+                "{settings} {join:?}"
+            );
+        }
+    }
 }
