@@ -23,6 +23,8 @@ pub const SUMS: &str = "SHA256SUMS";
 pub const SIGNATURE: &str = "SHA256SUMS.sig";
 /// The key that signs it, in `ssh-keygen -Y verify`'s format.
 pub const ALLOWED_SIGNERS: &str = "allowed_signers";
+/// The cluster's index (`manifest.json`), which the sums do not list.
+pub const INDEX: &str = "manifest.json";
 /// The SSHSIG namespace: a signature made for these sums is valid for nothing else.
 pub const NAMESPACE: &str = "r2a-sha256sums";
 /// The secret holding the private key: its 32-byte ed25519 seed in hex (one value the
@@ -166,7 +168,7 @@ pub fn verify(cluster_out: &Path, key: &PublicKey) -> anyhow::Result<Result<usiz
             continue;
         }
         let relative = entry.path().strip_prefix(cluster_out)?.to_string_lossy();
-        let index_file = [SUMS, SIGNATURE, ALLOWED_SIGNERS].contains(&relative.as_ref());
+        let index_file = [SUMS, SIGNATURE, ALLOWED_SIGNERS, INDEX].contains(&relative.as_ref());
         if !index_file && !listed.contains_key(relative.as_ref()) {
             problems.push(Problem::Extra(relative.into_owned()));
         }
@@ -201,11 +203,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir(dir.path().join("db")).unwrap();
         std::fs::write(dir.path().join("db/disk.qcow2"), b"disk").unwrap();
-        std::fs::write(dir.path().join("manifest.json"), b"{}").unwrap();
+        std::fs::write(dir.path().join("db/disk.raw"), b"raw").unwrap();
+        // The index is there and not listed: no problem.
+        std::fs::write(dir.path().join(INDEX), b"{}").unwrap();
         let sums = format!(
-            "{}  db/disk.qcow2\n{}  manifest.json\n",
+            "{}  db/disk.qcow2\n{}  db/disk.raw\n",
             crate::hash::sha256_hex(b"disk"),
-            crate::hash::sha256_hex(b"{}")
+            crate::hash::sha256_hex(b"raw")
         );
         std::fs::write(dir.path().join(SUMS), &sums).unwrap();
         let signature = signer.sign(sums.as_bytes()).unwrap();
@@ -257,7 +261,7 @@ mod tests {
             (
                 |dir| {
                     let sums = std::fs::read_to_string(dir.join(SUMS)).unwrap();
-                    let sums = sums.replace("db/disk", "db/other") + &"0".repeat(64);
+                    let sums = sums.replace("db/disk.qcow2", "db/other.qcow2") + &"0".repeat(64);
                     std::fs::write(dir.join(SUMS), sums + "  ../outside\n").unwrap();
                 },
                 true,

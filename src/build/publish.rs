@@ -17,7 +17,7 @@ use crate::overlay::RenderedRole;
 use crate::signing::{self, Signer};
 
 /// The cluster's index of published images and seeds, in `out/<cluster>/`.
-pub const INDEX: &str = "manifest.json";
+pub use crate::signing::INDEX;
 
 /// Bumped when the way artifacts are made changes.
 const OUTPUT_RECIPE: &str = "2";
@@ -99,7 +99,7 @@ impl ClusterIndex {
     }
 
     /// Drops entries whose files are gone, then rewrites `manifest.json` and `SHA256SUMS`
-    /// (which lists `manifest.json` too) atomically; with the cluster's signing key, also
+    /// atomically; with the cluster's signing key, also
     /// `SHA256SUMS.sig` and `allowed_signers` (without one, a signature left from before
     /// is removed: it no longer matches).
     pub fn write(
@@ -126,11 +126,10 @@ impl ClusterIndex {
             .map(|a| (&a.path, &a.sha256));
         let seeds = self.seeds.values().map(|s| (&s.path, &s.sha256));
         let index = serde_json::to_vec_pretty(self)?;
-        let (index_name, index_sha256) = (INDEX.to_string(), crate::hash::sha256_hex(&index));
-        let mut sums: Vec<(&String, &String)> = images
-            .chain(seeds)
-            .chain([(&index_name, &index_sha256)])
-            .collect();
+        // manifest.json is not listed: a boot that adds its node's seed rewrites it, and
+        // two files cannot be replaced at once, so a reader could see the old sums with
+        // the new index. What it records of each file, the sums cover.
+        let mut sums: Vec<(&String, &String)> = images.chain(seeds).collect();
         sums.sort();
         let text: String = sums
             .iter()
