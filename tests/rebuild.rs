@@ -31,19 +31,7 @@ fn an_unchanged_rebuild_hits_every_cache_and_keeps_the_artifacts() {
         std::fs::read_to_string(fx.cluster_out().join("SHA256SUMS")).unwrap()
     );
 
-    let plan = run_image_tool(
-        &[
-            "plan",
-            fx.manifest.to_str().unwrap(),
-            "--cache",
-            fx.cache.to_str().unwrap(),
-            "--role",
-            "db",
-            "--json",
-        ],
-        None,
-    );
-    let plan: serde_json::Value = serde_json::from_str(&plan.stdout).unwrap();
+    let plan = plan_of(fx, "db");
     assert_eq!(plan["base"]["cached"], true);
     assert_eq!(plan["roles"][0]["layer"]["cached"], true);
 }
@@ -87,19 +75,7 @@ fn an_overlay_change_rebuilds_the_image_but_no_package_layer() {
 fn a_damaged_cached_layer_is_detected_and_built_again() {
     let fx = fixture();
     let _build = fx.lock();
-    let plan = run_image_tool(
-        &[
-            "plan",
-            fx.manifest.to_str().unwrap(),
-            "--cache",
-            fx.cache.to_str().unwrap(),
-            "--role",
-            "portal",
-            "--json",
-        ],
-        None,
-    );
-    let plan: serde_json::Value = serde_json::from_str(&plan.stdout).unwrap();
+    let plan = plan_of(fx, "portal");
     let key = plan["roles"][0]["layer"]["key"].as_str().unwrap();
     let licenses = fx
         .cache
@@ -275,4 +251,22 @@ fn invalid_input_exits_2_and_writes_nothing() {
         output.stderr
     );
     assert!(!out.exists(), "nothing may be written for invalid input");
+}
+
+/// `r2a-image plan --json` of one role of the test cluster, on the fixture's cache.
+fn plan_of(fx: &support::Fixture, role: &str) -> serde_json::Value {
+    let plan = run_image_tool(
+        &[
+            "plan",
+            fx.manifest.to_str().unwrap(),
+            "--cache",
+            fx.cache.to_str().unwrap(),
+            "--role",
+            role,
+            "--json",
+        ],
+        None,
+    );
+    assert!(plan.status.success(), "{}", plan.stderr);
+    serde_json::from_str(&plan.stdout).unwrap()
 }
