@@ -299,7 +299,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     .map(|name| find_node(&project, name))
                     .collect::<anyhow::Result<_>>()?
             };
-            let signer = project.secrets.signer(&cluster.name)?;
+            let signer = project.signer()?;
             let epoch = cluster.source_date_epoch()?;
             for path in crate::seed::write_seeds(cluster, &chosen, &out, epoch, signer.as_ref())? {
                 println!("{}", path.display());
@@ -363,7 +363,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 fn verify(data: &Path, manifest: &Path, out: &Path) -> anyhow::Result<ExitCode> {
     let project = Project::load(data, manifest, SecretsMode::ReadOnly)?;
     let cluster = &project.cluster;
-    let signer = project.secrets.signer(&cluster.name)?.with_context(|| {
+    let signer = project.signer()?.with_context(|| {
         format!(
             "{} holds no signing key: `r2a-image build {}` makes it and signs what it publishes",
             project.secrets.path.display(),

@@ -74,6 +74,11 @@ impl Project {
         Ok(())
     }
 
+    /// The key that signs what is published for the cluster, once a build has made it.
+    pub fn signer(&self) -> anyhow::Result<Option<crate::signing::Signer>> {
+        self.secrets.signer(&self.cluster.name)
+    }
+
     /// A role's overlay, rendered for each of its nodes.
     pub fn render(&self, role: &str) -> anyhow::Result<RenderedRole> {
         overlay::render_role(

@@ -10,7 +10,6 @@
 mod support;
 
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use r2a::cluster::Harness;
@@ -18,7 +17,7 @@ use r2a::cluster::state::Record;
 use r2a::cluster::status::{AgentStatus, Section};
 use r2a::cluster::trees;
 use r2a::project::{Project, SecretsMode};
-use support::{Lab, fixture, processes_mentioning, repo};
+use support::{Lab, fixture, host_output, processes_mentioning, repo};
 
 const BOOT_LIMIT: Duration = Duration::from_secs(300);
 const COMMON_STEPS: [&str; 7] = [
@@ -256,12 +255,6 @@ fn run(harness: &Harness, node: &str, argv: &[&str]) -> String {
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     );
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
-fn host_output(argv: &[&str]) -> String {
-    let output = Command::new(argv[0]).args(&argv[1..]).output().unwrap();
-    assert!(output.status.success(), "{argv:?} failed on the host");
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 

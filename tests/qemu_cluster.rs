@@ -24,7 +24,7 @@ use r2a::project::{Project, SecretsMode};
 use support::db_cluster::{
     DB, ETCDCTL, PATRONI_LIST, parse_etcd_members, parse_patroni_list, wait_until,
 };
-use support::{Fixture, fixture, processes_mentioning, repo};
+use support::{Fixture, fixture, host_output, processes_mentioning, repo};
 
 /// The test's own namespace and the bridge in it.
 const NETNS: &str = "r2a-qemu-cluster";
@@ -171,12 +171,6 @@ fn the_host_namespace_holds_nothing_of_the_lab() {
     assert!(!routes.contains("10.77."), "{routes}");
 }
 
-fn host_output(argv: &[&str]) -> String {
-    let output = Command::new(argv[0]).args(&argv[1..]).output().unwrap();
-    assert!(output.status.success(), "{argv:?}");
-    String::from_utf8(output.stdout).unwrap()
-}
-
 /// psql as the postgres user on the node's own server.
 fn psql(sql: &str) -> String {
     format!("runuser -u postgres -- psql -X -At -c \"{sql}\"")
@@ -226,6 +220,8 @@ struct VmLab {
     key: PathBuf,
     lab: LabNames,
     machines: std::cell::RefCell<Vec<(String, Child)>>,
+    /// Each started node's address, from the manifest.
+    addresses: std::cell::RefCell<std::collections::BTreeMap<String, String>>,
 }
 
 impl VmLab {
@@ -239,6 +235,7 @@ impl VmLab {
             key,
             lab,
             machines: Default::default(),
+            addresses: Default::default(),
         };
         network::create_lab(&vm_lab.lab).unwrap();
         let status = Command::new("ip")
@@ -268,6 +265,9 @@ impl VmLab {
         let work = self.dir.join(node);
         std::fs::create_dir_all(&work).unwrap();
         let manifest_node = project.cluster.node(node).unwrap();
+        self.addresses
+            .borrow_mut()
+            .insert(node.to_string(), manifest_node.address.to_string());
         let mut machine = machine_for(project, manifest_node, &options, &work).unwrap();
         let tap = format!("tap-{node}");
         network::create_tap(&self.lab, &tap).unwrap();
@@ -362,7 +362,7 @@ impl VmLab {
     /// Runs `script` on `node` as root over SSH (given up after two minutes); its output
     /// when it succeeded.
     fn ssh_try(&self, node: &str, script: &str) -> Option<String> {
-        let address = format!("10.77.0.1{}", &node[2..]);
+        let address = self.addresses.borrow()[node].clone();
         let output = Command::new("ip")
             .args(["netns", "exec", NETNS, "timeout", "120", "ssh", "-i"])
             .arg(&self.key)

@@ -125,7 +125,7 @@ pub fn machine_for(
         )?),
         None => None,
     };
-    let signer = project.secrets.signer(&cluster.name)?;
+    let signer = project.signer()?;
     let seeds = crate::seed::write_seeds(
         cluster,
         &[node],

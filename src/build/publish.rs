@@ -289,7 +289,7 @@ impl Staging {
         for record in self.built.iter().chain(&self.reused) {
             manifest.images.insert(record.role.clone(), record.clone());
         }
-        let signer = ctx.project.secrets.signer(&ctx.project.cluster.name)?;
+        let signer = ctx.project.signer()?;
         manifest.write(&out, &ctx.project.cluster, signer.as_ref())?;
         Ok(self.built.into_iter().chain(self.reused).collect())
     }

@@ -297,6 +297,13 @@ fn assert_nothing_runs(state: &Path, cluster: &str) {
     assert!(!namespaces.contains(cluster), "{namespaces}");
 }
 
+/// What a command run in the host's own namespace prints; it must succeed.
+pub fn host_output(argv: &[&str]) -> String {
+    let output = Command::new(argv[0]).args(&argv[1..]).output().unwrap();
+    assert!(output.status.success(), "{argv:?} failed on the host");
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
 /// A cluster of the harness that is taken down when the test ends, also when it fails.
 pub struct Lab(pub r2a::cluster::Harness);
 
