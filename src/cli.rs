@@ -223,7 +223,8 @@ struct Selection {
 /// The cache folder when `--cache` is not given.
 pub const DEFAULT_CACHE: &str = "/var/cache/r2a-appliance";
 
-/// Runs the command line; exit status 2 for invalid input, 130 after Ctrl-C, 1 otherwise.
+/// Runs the command line; exit status 2 for invalid input, 128 + the signal's number after
+/// a signal (130 for Ctrl-C, 143 for SIGTERM), 1 otherwise.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli) {
@@ -234,8 +235,8 @@ pub fn main() -> ExitCode {
                 return ExitCode::from(2);
             }
             eprintln!("r2a-image: error: {error:#}");
-            if error.downcast_ref::<Interrupted>().is_some() {
-                return ExitCode::from(130);
+            if let Some(interrupted) = error.downcast_ref::<Interrupted>() {
+                return ExitCode::from(interrupted.exit_status());
             }
             ExitCode::FAILURE
         }

@@ -45,7 +45,7 @@ impl CommandExt for Command {
     }
 
     fn run_streaming(&mut self, on_line: &(dyn Fn(&str) + Sync)) -> anyhow::Result<()> {
-        let mut child = self
+        let mut child = crate::interrupt::in_own_group(self)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -74,6 +74,8 @@ impl CommandExt for Command {
         let status = child
             .wait()
             .with_context(|| format!("waiting for {}", describe(self)))?;
+        // A tool stopped by our signal fails: the signal is the news, not its failure.
+        crate::interrupt::check()?;
         if !status.success() {
             let kept = kept.lock().expect("stderr buffer lock");
             bail!(failure(
@@ -82,12 +84,11 @@ impl CommandExt for Command {
                 &kept.iter().cloned().collect::<Vec<_>>().join("\n")
             ));
         }
-        crate::interrupt::check()?;
         Ok(())
     }
 
     fn run_with_input(&mut self, input: &[u8]) -> anyhow::Result<()> {
-        let mut child = self
+        let mut child = crate::interrupt::in_own_group(self)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -101,11 +102,11 @@ impl CommandExt for Command {
         let output = child
             .wait_with_output()
             .with_context(|| format!("waiting for {}", describe(self)))?;
+        crate::interrupt::check()?;
         if !output.status.success() {
             let stderr = String::from_utf8_lossy(&output.stderr);
             bail!(failure(self, &output.status, &tail(stderr.lines())));
         }
-        crate::interrupt::check()?;
         Ok(())
     }
 }

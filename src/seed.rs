@@ -139,7 +139,7 @@ pub fn write_seeds(
             .with_context(|| format!("packing the seed of {}", node.name))?;
         written.push(iso);
     }
-    let mut index = ClusterIndex::read(&cluster_out);
+    let mut index = ClusterIndex::read(&cluster_out)?;
     let mut published = Vec::new();
     for (node, iso) in nodes.iter().zip(written) {
         let target = seeds.join(format!("{}.iso", node.name));

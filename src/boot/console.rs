@@ -75,7 +75,7 @@ enum Event {
 /// stopped (by its process id) whatever the ending.
 pub fn run(machine: &Machine, watch: &Watch) -> anyhow::Result<Run> {
     let mut command = Command::new("qemu-system-x86_64");
-    command
+    crate::interrupt::in_own_group(&mut command)
         .args(machine.args())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

@@ -345,7 +345,7 @@ fn pick_node<'a>(project: &'a Project, options: &'a BootOptions) -> anyhow::Resu
 
 /// The published file (or PXE folder) of the role in `format`.
 fn published_artifact(cluster_out: &Path, options: &BootOptions) -> anyhow::Result<PathBuf> {
-    let index = ClusterIndex::read(cluster_out);
+    let index = ClusterIndex::read(cluster_out)?;
     let missing = || {
         format!(
             "no {} image of role {} in {}; build it with `r2a-image build MANIFEST --role {} --format {}`",

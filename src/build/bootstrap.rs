@@ -61,12 +61,13 @@ fn mmdebstrap(
         .to_str()
         .context("cache path is not UTF-8")?;
     // The shared archive is bind-mounted for the run; the outer mount namespace makes sure
-    // the mount ends with mmdebstrap whatever happens.
+    // the mount ends with mmdebstrap whatever happens, and the PID namespace that no
+    // process of the bootstrap outlives it.
     let setup = format!(
         "mkdir -p \"$1/var/cache/apt/archives\" && mount --bind '{archives}' \"$1/var/cache/apt/archives\""
     );
-    Command::new("unshare")
-        .args(["--mount", "--fork", "--kill-child", "--", "mmdebstrap"])
+    super::chroot::unshare(&["--mount", "--pid", "--fork", "--kill-child"])
+        .arg("mmdebstrap")
         .args(["--mode=root", "--variant=minbase", "--format=directory"])
         .arg(format!("--architectures={}", debian.architecture))
         .arg(format!("--components={}", debian.components.join(",")))

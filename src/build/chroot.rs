@@ -19,6 +19,11 @@ pub const TOOLS: &[Tool] = &[
         reason: "run package installs in a private mount namespace",
     },
     Tool {
+        program: "setpriv",
+        package: "util-linux",
+        reason: "end package installs with the build, however it ends",
+    },
+    Tool {
         program: "chroot",
         package: "coreutils",
         reason: "run commands inside image trees",
@@ -80,10 +85,9 @@ impl Chroot {
             script.push_str("mount --bind \"$ARCHIVES\" \"$R/var/cache/apt/archives\"\n");
         }
         script.push_str("exec chroot \"$R\" \"$@\"\n");
-        let mut command = Command::new("unshare");
+        let mut command = unshare(&self.namespaces());
         command
-            .args(self.namespaces())
-            .args(["--", "sh", "-c", &script, "r2a-chroot"])
+            .args(["sh", "-c", &script, "r2a-chroot"])
             .args(argv)
             .env("R", root)
             .env("DEBIAN_FRONTEND", "noninteractive")
@@ -100,6 +104,21 @@ impl Chroot {
             .run_streaming(on_line)
             .with_context(|| format!("running `{}` in {}", argv.join(" "), self.root.display()))
     }
+}
+
+/// `unshare OPTIONS --`, ready for the program to run. With `--pid --fork --kill-child`
+/// the program is the first process of a PID namespace, so when `unshare` ends, every
+/// process of the tree ends with it (a tool that sets up a session of its own, as apt
+/// does for dpkg, included). `unshare` itself ignores SIGTERM while it waits, so the
+/// build's signal handling kills it after its grace time; and `setpriv --pdeathsig` ends
+/// it if the build itself is killed (SIGKILL).
+pub fn unshare(options: &[&str]) -> Command {
+    let mut command = Command::new("setpriv");
+    command
+        .args(["--pdeathsig", "KILL", "--", "unshare"])
+        .args(options)
+        .arg("--");
+    command
 }
 
 /// While alive, keeps services from starting inside a tree (Debian's `policy-rc.d`) and

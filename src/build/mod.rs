@@ -18,8 +18,9 @@ mod packages;
 mod publish;
 pub mod pxe;
 pub mod tarball;
+mod work;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::Context;
 
@@ -30,6 +31,7 @@ use crate::progress::Progress;
 use crate::project::Project;
 pub use layer::{LayerSpec, LayerStore};
 pub use publish::{ArtifactRecord, ClusterIndex, ImageRecord, SeedRecord};
+pub use work::WorkDir;
 
 /// What to build and where.
 #[derive(Debug, Clone)]
@@ -135,7 +137,6 @@ impl<'a> BuildContext<'a> {
     }
 }
 
-/// Checks host tools and the environment before any work starts.
 /// Takes the cache's lock for building a layer, saying so when another build holds it.
 fn lock_cache(
     ctx: &BuildContext<'_>,
@@ -166,6 +167,8 @@ fn layer_is_usable(
     }
 }
 
+/// Checks host tools and the environment before any work starts, and removes the work
+/// folders a killed build left.
 fn preflight(ctx: &BuildContext<'_>) -> anyhow::Result<()> {
     let mut tools: Vec<Tool> = chroot::TOOLS.to_vec();
     tools.push(match ctx.bootstrap {
@@ -232,34 +235,16 @@ fn preflight(ctx: &BuildContext<'_>) -> anyhow::Result<()> {
     ] {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
+    let mut removed = work::remove_abandoned(&ctx.layers.dir, |name| name.starts_with('.'))?;
+    removed.extend(work::remove_abandoned(&ctx.work, |_| true)?);
+    removed.extend(work::remove_abandoned(&ctx.cluster_out(), |name| {
+        name.starts_with(".staging-")
+    })?);
+    if !removed.is_empty() {
+        let stage = ctx.progress.stage("work folders a stopped build left");
+        stage.finish(&format!("removed {}", removed.join(", ")));
+    }
     Ok(())
-}
-
-/// A work folder that is removed when dropped, so a failed or interrupted build leaves
-/// nothing behind.
-pub struct WorkDir {
-    dir: tempfile::TempDir,
-}
-
-impl WorkDir {
-    /// A new empty folder under `parent`.
-    pub fn new(parent: &Path, prefix: &str) -> anyhow::Result<Self> {
-        let dir = tempfile::Builder::new()
-            .prefix(prefix)
-            .tempdir_in(parent)
-            .with_context(|| format!("creating a work folder in {}", parent.display()))?;
-        Ok(WorkDir { dir })
-    }
-
-    /// The folder.
-    pub fn path(&self) -> &Path {
-        self.dir.path()
-    }
-
-    /// Keeps the folder: the caller has moved its content into place.
-    pub fn keep(self) -> PathBuf {
-        self.dir.keep()
-    }
 }
 
 /// The tree an image is made from, ready for the output stages.

@@ -85,12 +85,27 @@ pub struct ClusterIndex {
 }
 
 impl ClusterIndex {
-    /// The index in `cluster_out`, or an empty one.
-    pub fn read(cluster_out: &Path) -> ClusterIndex {
-        std::fs::read(cluster_out.join(INDEX))
-            .ok()
-            .and_then(|bytes| serde_json::from_slice(&bytes).ok())
-            .unwrap_or_default()
+    /// The index in `cluster_out`, or an empty one when there is none yet. A damaged
+    /// index is an error, never read as empty: the next write would drop from
+    /// `SHA256SUMS` every image it no longer knew.
+    pub fn read(cluster_out: &Path) -> anyhow::Result<ClusterIndex> {
+        let path = cluster_out.join(INDEX);
+        let bytes = match std::fs::read(&path) {
+            Ok(bytes) => bytes,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(ClusterIndex::default());
+            }
+            Err(error) => return Err(error).with_context(|| format!("reading {}", path.display())),
+        };
+        serde_json::from_slice(&bytes).with_context(|| {
+            format!(
+                "{} is damaged: it records every image and seed published in {}. Restore it \
+                 from a backup, or remove {} and build every role again",
+                path.display(),
+                cluster_out.display(),
+                cluster_out.display()
+            )
+        })
     }
 
     /// The published image of `role`, if any.
@@ -168,7 +183,7 @@ impl Staging {
     pub fn new(ctx: &BuildContext<'_>) -> anyhow::Result<Staging> {
         let out = ctx.cluster_out();
         std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
-        let previous = ClusterIndex::read(&out);
+        let previous = ClusterIndex::read(&out)?;
         Ok(Staging {
             dir: WorkDir::new(&out, ".staging-")?,
             previous,

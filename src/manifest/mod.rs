@@ -263,13 +263,31 @@ impl Format {
     ];
 }
 
+/// The error for a manifest that is not UTF-8 text (a binary file, or another encoding),
+/// pointing at the first byte that is not.
+fn not_utf8(path: &Path, error: &std::string::FromUtf8Error) -> crate::diag::InvalidInput {
+    let offset = error.utf8_error().valid_up_to();
+    let byte = error.as_bytes()[offset];
+    let source = Source::new(path, String::from_utf8_lossy(error.as_bytes()));
+    let mut d = crate::diag::Diagnostics::new();
+    d.at(
+        &source,
+        Some(offset..offset + 1),
+        format!("the manifest is not UTF-8 text: byte 0x{byte:02x} is not part of a character"),
+        "a manifest is a TOML file in UTF-8: save it as UTF-8, or check that this is the manifest"
+            .to_string(),
+    );
+    d.check().expect_err("one problem was recorded")
+}
+
 impl Cluster {
     /// Reads and validates a manifest; every problem is reported at once.
     pub fn load(path: &Path, roles: &RoleSet) -> anyhow::Result<Cluster> {
         let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-        let text = String::from_utf8(bytes.clone()).with_context(|| {
-            format!("reading {}: the manifest is not UTF-8 text", path.display())
-        })?;
+        let text = match String::from_utf8(bytes.clone()) {
+            Ok(text) => text,
+            Err(error) => return Err(not_utf8(path, &error).into()),
+        };
         let source = Source::new(path, text);
         let cluster = resolve::resolve(&source, &bytes, roles)?;
         Ok(cluster)

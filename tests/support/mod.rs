@@ -4,6 +4,7 @@
 #![allow(dead_code)] // each test crate uses a part of this harness
 
 pub mod db_cluster;
+pub mod processes;
 pub mod reference;
 
 use std::path::{Path, PathBuf};
@@ -185,6 +186,34 @@ impl Fixture {
     /// Runs `r2a-image build` on the test cluster with extra arguments.
     pub fn build(&self, args: &[&str], data: Option<&Path>) -> Output {
         run_image_tool(&self.build_args(args), data)
+    }
+
+    /// `r2a-image plan --json` of one role, on the fixture's cache.
+    pub fn plan(&self, role: &str) -> serde_json::Value {
+        let plan = run_image_tool(
+            &[
+                "plan",
+                self.manifest.to_str().unwrap(),
+                "--cache",
+                self.cache.to_str().unwrap(),
+                "--role",
+                role,
+                "--json",
+            ],
+            None,
+        );
+        assert!(plan.status.success(), "{}", plan.stderr);
+        serde_json::from_str(&plan.stdout).unwrap()
+    }
+
+    /// The tree of a role's cached package layer.
+    pub fn layer_tree(&self, role: &str) -> PathBuf {
+        let plan = self.plan(role);
+        let key = plan["roles"][0]["layer"]["key"].as_str().unwrap();
+        self.cache
+            .join("layers")
+            .join(format!("{role}-{}", &key[..16]))
+            .join("rootfs")
     }
 
     /// The cluster's secrets.
