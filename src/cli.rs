@@ -9,7 +9,7 @@ use clap::{Parser, Subcommand};
 use crate::boot::BootOptions;
 use crate::boot::qemu::{Accel, Firmware, PxeLoader};
 use crate::build::{self, BuildOptions};
-use crate::diag::InvalidInput;
+use crate::diag::{InvalidInput, UsageError};
 use crate::interrupt::Interrupted;
 use crate::manifest::{Bootstrap, Format};
 use crate::progress::Progress;
@@ -162,11 +162,11 @@ struct BootArgs {
 fn boot(data: &Path, args: BootArgs) -> anyhow::Result<()> {
     anyhow::ensure!(
         !(args.install || args.usb) || args.format == Format::Iso,
-        "--install and --usb are for the ISO; add --format iso"
+        UsageError("--install and --usb are for the ISO; add --format iso".into())
     );
     anyhow::ensure!(
         args.pxe_loader == PxeLoader::Ipxe || args.format == Format::Pxe,
-        "--pxe-loader is for PXE boots; add --format pxe"
+        UsageError("--pxe-loader is for PXE boots; add --format pxe".into())
     );
     crate::interrupt::install()?;
     let project = Project::load(data, &args.manifest, SecretsMode::ReadOnly)?;
@@ -182,7 +182,9 @@ fn boot(data: &Path, args: BootArgs) -> anyhow::Result<()> {
         check: args.check,
         timeout: std::time::Duration::from_secs(args.timeout),
         memory_mib: args.memory,
-        out: absolute_dir(&args.out)?,
+        // Read from, not made: a boot needs what a build published there.
+        out: std::path::absolute(&args.out)
+            .with_context(|| format!("resolving {}", args.out.display()))?,
     };
     if let Some(report) = crate::boot::boot(&project, &options)? {
         println!(
@@ -232,6 +234,10 @@ pub fn main() -> ExitCode {
         Err(error) => {
             if let Some(invalid) = error.downcast_ref::<InvalidInput>() {
                 eprintln!("{invalid}");
+                return ExitCode::from(2);
+            }
+            if error.downcast_ref::<UsageError>().is_some() {
+                eprintln!("r2a-image: error: {error:#}");
                 return ExitCode::from(2);
             }
             eprintln!("r2a-image: error: {error:#}");
@@ -325,6 +331,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             } = selection;
             crate::interrupt::install()?;
             let project = Project::load(&data, &manifest, SecretsMode::Create)?;
+            // A role the manifest lacks is refused before any folder is made.
+            project.roles_to_build(&roles)?;
             let agent = match agent {
                 Some(agent) => agent,
                 None => sibling_binary("r2a-node")?,
@@ -398,8 +406,7 @@ fn render_node(project: &Project, node: &str, out: &Path) -> anyhow::Result<usiz
         .is_ok_and(|mut entries| entries.next().is_some());
     anyhow::ensure!(
         !occupied,
-        "{} is not empty; name a new folder",
-        out.display()
+        UsageError(format!("{} is not empty; name a new folder", out.display()))
     );
     let rendered = project.render(&found.role)?;
     let files = rendered.node_view(node);
@@ -420,18 +427,19 @@ fn absolute_dir(dir: &Path) -> anyhow::Result<PathBuf> {
 
 /// The node called `name`, or an error listing the manifest's nodes.
 fn find_node<'a>(project: &'a Project, name: &str) -> anyhow::Result<&'a crate::manifest::Node> {
-    project.cluster.node(name).with_context(|| {
+    project.cluster.node(name).ok_or_else(|| {
         let names: Vec<&str> = project
             .cluster
             .nodes
             .iter()
             .map(|n| n.name.as_str())
             .collect();
-        format!(
+        UsageError(format!(
             "no node `{name}` in {}; nodes: {}",
             project.cluster.manifest.path.display(),
             names.join(", ")
-        )
+        ))
+        .into()
     })
 }
 

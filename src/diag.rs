@@ -230,6 +230,13 @@ impl fmt::Display for InvalidInput {
     }
 }
 
+/// A command line that does not fit the manifest or itself (a node or role the manifest
+/// does not have, options that do not go together): invalid input like a bad manifest,
+/// so binaries map it to exit status 2 too.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
 #[cfg(test)]
 mod tests {
     use super::*;

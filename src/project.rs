@@ -102,9 +102,11 @@ impl Project {
         for role in requested {
             anyhow::ensure!(
                 in_use.contains(role),
-                "role `{role}` has no nodes in {}; roles with nodes: {}",
-                self.cluster.manifest.path.display(),
-                in_use.join(", ")
+                crate::diag::UsageError(format!(
+                    "role `{role}` has no nodes in {}; roles with nodes: {}",
+                    self.cluster.manifest.path.display(),
+                    in_use.join(", ")
+                ))
             );
             if !roles.contains(role) {
                 roles.push(role.clone());

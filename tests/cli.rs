@@ -4,7 +4,7 @@
 mod support;
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use support::run_image_tool;
 
@@ -59,6 +59,109 @@ fn check_reports_bad_input_with_place_and_status_2() {
         !dir.path().join("reference-cluster.secrets.toml").exists(),
         "check writes nothing"
     );
+}
+
+#[test]
+fn requests_the_manifest_cannot_meet_exit_2_and_write_nothing() {
+    let (dir, manifest) = reference_copy();
+    let out = dir.path().join("out");
+    let out = out.to_str().unwrap();
+    let render = dir.path().join("render");
+    std::fs::create_dir_all(render.join("etc")).unwrap();
+    let render = render.to_str().unwrap();
+    // (the command line, what the error says)
+    let cases: [(&[&str], &str); 7] = [
+        (
+            &["plan", &manifest, "--role", "nosuch"],
+            "role `nosuch` has no nodes",
+        ),
+        (
+            &["build", &manifest, "--role", "nosuch", "--out", out],
+            "role `nosuch` has no nodes",
+        ),
+        (
+            &["render", &manifest, "--node", "pg-node-09", "--out", out],
+            "no node `pg-node-09`",
+        ),
+        (
+            &["render", &manifest, "--node", "pg-node-01", "--out", render],
+            "is not empty",
+        ),
+        (
+            &[
+                "boot", &manifest, "--role", "db", "--format", "tar", "--out", out,
+            ],
+            "does not boot by itself",
+        ),
+        (
+            &[
+                "boot",
+                &manifest,
+                "--role",
+                "db",
+                "--node",
+                "fs-node-01",
+                "--out",
+                out,
+            ],
+            "pick a node of role db",
+        ),
+        (
+            &["boot", &manifest, "--role", "db", "--install", "--out", out],
+            "are for the ISO",
+        ),
+    ];
+    for (args, expected) in cases {
+        let output = run_image_tool(args, None);
+        assert_eq!(output.status.code(), Some(2), "{args:?}: {}", output.stderr);
+        assert!(
+            output.stderr.contains(expected),
+            "{args:?}: {}",
+            output.stderr
+        );
+        assert!(!Path::new(out).exists(), "{args:?} wrote {out}");
+    }
+}
+
+#[test]
+fn a_binary_or_non_utf8_manifest_is_invalid_input_with_status_2() {
+    let (_dir, manifest) = reference_copy();
+    let text = std::fs::read(&manifest).unwrap();
+    let line_3 = text
+        .iter()
+        .enumerate()
+        .filter(|(_, byte)| **byte == b'\n')
+        .nth(1)
+        .map(|(at, _)| at + 1)
+        .unwrap();
+    // (what the file is, its bytes, the place of the first byte that is not text)
+    let cases: [(&str, Vec<u8>, &str); 2] = [
+        (
+            "Latin-1 text",
+            [&text[..line_3], b"# caf\xe9\n", &text[line_3..]].concat(),
+            ":3:6: error: the manifest is not UTF-8 text: byte 0xe9",
+        ),
+        (
+            "a gzip file",
+            b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\x03".to_vec(),
+            ":1:2: error: the manifest is not UTF-8 text: byte 0x8b",
+        ),
+    ];
+    for (what, bytes, expected) in cases {
+        std::fs::write(&manifest, bytes).unwrap();
+        let output = run_image_tool(&["check", &manifest], None);
+        assert_eq!(output.status.code(), Some(2), "{what}: {}", output.stderr);
+        assert!(
+            output.stderr.contains(&format!("{manifest}{expected}")),
+            "{what}: {}",
+            output.stderr
+        );
+        assert!(
+            output.stderr.contains("= hint: "),
+            "{what}: {}",
+            output.stderr
+        );
+    }
 }
 
 #[test]
@@ -334,9 +437,39 @@ fn seed_writes_a_cidata_image_per_node_and_records_it() {
         sums
     );
 
+    // A damaged index is never read as empty (the sums would lose every other file): the
+    // command fails, says what to do, and rewrites nothing.
+    let index_path = out.join("ring2all/manifest.json");
+    let mut damaged = std::fs::read(&index_path).unwrap();
+    damaged.truncate(damaged.len() / 2);
+    std::fs::write(&index_path, &damaged).unwrap();
+    let refused = run_image_tool(
+        &[
+            "seed",
+            &manifest,
+            "--node",
+            "pg-node-02",
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        None,
+    );
+    assert_eq!(refused.status.code(), Some(1), "{}", refused.stderr);
+    assert!(
+        refused.stderr.contains("manifest.json is damaged")
+            && refused.stderr.contains("Restore it from a backup"),
+        "{}",
+        refused.stderr
+    );
+    assert_eq!(std::fs::read(&index_path).unwrap(), damaged);
+    assert_eq!(
+        std::fs::read_to_string(out.join("ring2all/SHA256SUMS")).unwrap(),
+        sums
+    );
+
     let unknown = run_image_tool(&["seed", &manifest, "--node", "pg-node-09"], None);
     assert!(
-        !unknown.status.success() && unknown.stderr.contains("no node `pg-node-09`"),
+        unknown.status.code() == Some(2) && unknown.stderr.contains("no node `pg-node-09`"),
         "{}",
         unknown.stderr
     );

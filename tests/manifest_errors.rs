@@ -1,7 +1,12 @@
 //! Bad manifests, each with the message (and place) it must produce. Every case starts from
-//! one valid manifest and changes one thing, so each row shows exactly what is wrong.
+//! one valid manifest and changes one thing, so each row shows exactly what is wrong; then
+//! thousands of generated inputs (any bytes, random edits), none of which may panic.
 
 use std::path::Path;
+use std::sync::OnceLock;
+
+use proptest::prelude::*;
+use r2a::diag::InvalidInput;
 
 use r2a::manifest::Cluster;
 use r2a::role::RoleSet;
@@ -373,17 +378,73 @@ fn every_problem_is_reported_at_once() {
     );
 }
 
-#[test]
-fn no_input_makes_it_panic() {
-    // Truncations and byte flips of a valid manifest: each must load or fail cleanly.
-    for cut in (0..VALID.len()).step_by(7) {
-        let _ = load(&VALID[..VALID.floor_char_boundary(cut)]);
-    }
-    for (index, byte) in VALID.bytes().enumerate().step_by(11) {
-        let mut bytes = VALID.as_bytes().to_vec();
-        bytes[index] = byte ^ 0x20;
-        if let Ok(text) = String::from_utf8(bytes) {
-            let _ = load(&text);
+/// Loads `bytes` as a manifest: it must load, or fail as invalid input (exit status 2)
+/// whose every problem names the file, at a line the file has.
+fn loads_or_is_invalid_input(bytes: &[u8]) -> Result<(), TestCaseError> {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("lab.toml");
+    std::fs::write(&path, bytes).unwrap();
+    let Err(error) = Cluster::load(&path, shared_roles()) else {
+        return Ok(());
+    };
+    let invalid = error.downcast_ref::<InvalidInput>();
+    prop_assert!(invalid.is_some(), "not invalid input: {error:#}");
+    let problems = &invalid.unwrap().0;
+    prop_assert!(!problems.is_empty());
+    let lines = bytes.split(|&b| b == b'\n').count();
+    for problem in problems {
+        prop_assert_eq!(&problem.location.path, &path, "{}", problem);
+        if let Some((line, _)) = problem.location.position {
+            prop_assert!(
+                (1..=lines).contains(&line),
+                "line {} of {}: {}",
+                line,
+                lines,
+                problem
+            );
         }
+    }
+    Ok(())
+}
+
+fn shared_roles() -> &'static RoleSet {
+    static ROLES: OnceLock<RoleSet> = OnceLock::new();
+    ROLES.get_or_init(roles)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: 2000,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    })]
+
+    /// Any bytes at all: binary, other encodings, TOML-like text.
+    #[test]
+    fn any_bytes_load_or_fail_as_invalid_input(
+        bytes in prop_oneof![
+            prop::collection::vec(any::<u8>(), 0..600),
+            "([a-z_.\\[\\]]{0,12}( ?= ?)?(\"[^\"]{0,10}\"|[0-9]{1,4}|\\[\\]|true|\\{\\})?\\n){0,12}"
+                .prop_map(String::into_bytes),
+        ]
+    ) {
+        loads_or_is_invalid_input(&bytes)?;
+    }
+
+    /// A valid manifest with a piece cut out and something put in its place: each must
+    /// load or fail cleanly.
+    #[test]
+    fn any_edit_of_a_valid_manifest_loads_or_fails_as_invalid_input(
+        at in 0..VALID.len(),
+        cut in 0usize..48,
+        insert in prop_oneof![
+            "[\\[\\]{}=\",.#a-z0-9:/ \\n-]{0,16}",
+            any::<Vec<u8>>().prop_map(|bytes| String::from_utf8_lossy(&bytes).into_owned()),
+        ],
+    ) {
+        let mut bytes = VALID.as_bytes().to_vec();
+        let end = (at + cut).min(bytes.len());
+        bytes.splice(at..end, insert.into_bytes());
+        loads_or_is_invalid_input(&bytes)?;
     }
 }

@@ -278,5 +278,7 @@ fn print_identity(root: &Root, host: &mut dyn Host) -> anyhow::Result<()> {
 }
 
 #[cfg(test)]
+mod parser_properties;
+#[cfg(test)]
 #[path = "firstboot_tests.rs"]
 mod tests;

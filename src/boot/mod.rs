@@ -17,6 +17,7 @@ use anyhow::{Context, bail};
 
 use crate::agent::report::BootReport;
 use crate::build::ClusterIndex;
+use crate::diag::UsageError;
 use crate::exec::{CommandExt, require_tools};
 use crate::manifest::{Format, Node};
 use crate::project::Project;
@@ -66,7 +67,7 @@ pub struct BootOptions {
 pub fn boot(project: &Project, options: &BootOptions) -> anyhow::Result<Option<BootReport>> {
     anyhow::ensure!(
         options.format != Format::Tar,
-        "a rootfs tarball does not boot by itself; boot qcow2, raw, iso or pxe"
+        UsageError("a rootfs tarball does not boot by itself; boot qcow2, raw, iso or pxe".into())
     );
     require_tools(&qemu::TOOLS)?;
     let node = pick_node(project, options)?;
@@ -322,23 +323,27 @@ fn pick_node<'a>(project: &'a Project, options: &'a BootOptions) -> anyhow::Resu
     let cluster = &project.cluster;
     match &options.node {
         Some(name) => {
-            let node = cluster.node(name).with_context(|| {
-                format!("no node `{name}` in {}", cluster.manifest.path.display())
+            let node = cluster.node(name).ok_or_else(|| {
+                UsageError(format!(
+                    "no node `{name}` in {}",
+                    cluster.manifest.path.display()
+                ))
             })?;
             anyhow::ensure!(
                 node.role == options.role,
-                "node {name} has role {}, not {}; pick a node of role {}",
-                node.role,
-                options.role,
-                options.role
+                UsageError(format!(
+                    "node {name} has role {}, not {}; pick a node of role {}",
+                    node.role, options.role, options.role
+                ))
             );
             Ok(node)
         }
-        None => cluster.nodes_of(&options.role).next().with_context(|| {
-            format!(
+        None => cluster.nodes_of(&options.role).next().ok_or_else(|| {
+            UsageError(format!(
                 "the manifest has no node of role {}; add one or pick another role",
                 options.role
-            )
+            ))
+            .into()
         }),
     }
 }

@@ -84,9 +84,9 @@ pub fn build(
     options: &BuildOptions,
     progress: Progress,
 ) -> anyhow::Result<Vec<ImageRecord>> {
+    let roles = project.roles_to_build(&options.roles)?;
     let ctx = BuildContext::new(project, options, progress)?;
     preflight(&ctx)?;
-    let roles = project.roles_to_build(&options.roles)?;
     let base = bootstrap::base_layer(&ctx)?;
     let mut staging = publish::Staging::new(&ctx)?;
     for role in &roles {
