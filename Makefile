@@ -14,7 +14,12 @@ HOST_PACKAGES := mmdebstrap debootstrap arch-test apt-utils util-linux coreutils
                  tar gzip ca-certificates time bc systemd-container iproute2 \
                  fdisk dosfstools mtools e2fsprogs squashfs-tools \
                  grub-common grub-pc-bin grub-efi-amd64-bin \
-                 qemu-system-x86 ovmf seabios ipxe-qemu openssh-client
+                 qemu-system-x86 ovmf seabios ipxe-qemu openssh-client python3 python3-venv
+# The tests check every SBOM with an independent SPDX validator, the spdx-tools Python
+# package, kept in a virtual environment of its own under target/.
+SPDX_TOOLS         := target/spdx-tools
+SPDX_TOOLS_VERSION := 0.8.5
+
 # qemu-system-x86 needs qemu-utils of its own release: on Debian 12 hosts that carry the
 # backported qemu-utils, the release's own is installed with it (a downgrade).
 QEMU_UTILS := $(shell . /etc/os-release 2>/dev/null; \
@@ -28,6 +33,8 @@ deps:
 	$(SUDO) apt-get update -qq
 	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
 		--allow-downgrades $(HOST_PACKAGES) $(QEMU_UTILS)
+	test -x $(SPDX_TOOLS)/bin/pyspdxtools || { /usr/bin/python3 -m venv $(SPDX_TOOLS) && \
+		$(SPDX_TOOLS)/bin/pip install --quiet --disable-pip-version-check spdx-tools==$(SPDX_TOOLS_VERSION); }
 
 build:
 	$(CARGO) build --release --locked

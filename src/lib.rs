@@ -20,6 +20,7 @@ pub mod plan;
 pub mod progress;
 pub mod project;
 pub mod role;
+pub mod sbom;
 pub mod secrets;
 pub mod seed;
 pub mod signing;

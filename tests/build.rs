@@ -72,6 +72,98 @@ fn the_artifacts_and_their_records_are_published() {
     }
 }
 
+/// Each image has an SPDX 2.3 document that an independent validator (the `spdx-tools`
+/// Python package `make deps` installs) accepts, listing what dpkg has installed in the
+/// image, each package with its version, source, license and purl; SHA256SUMS covers it.
+#[test]
+fn every_image_has_a_valid_sbom_of_its_installed_packages() {
+    let fx = fixture();
+    let out = fx.cluster_out();
+    let sums = std::fs::read_to_string(out.join("SHA256SUMS")).unwrap();
+    let validator = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/spdx-tools/bin/pyspdxtools");
+    assert!(
+        validator.is_file(),
+        "{} is missing: run `make deps`",
+        validator.display()
+    );
+    for role in ["db", "portal"] {
+        let path = out.join(role).join("sbom.spdx.json");
+        let sum = r2a::hash::sha256_file(&path).unwrap();
+        assert!(
+            sums.contains(&format!("{sum}  {role}/sbom.spdx.json")),
+            "{sums}"
+        );
+        let checked = std::process::Command::new(&validator)
+            .arg("--infile")
+            .arg(&path)
+            .output()
+            .unwrap();
+        let said = String::from_utf8_lossy(&checked.stdout).into_owned()
+            + &String::from_utf8_lossy(&checked.stderr);
+        assert!(checked.status.success(), "{role}: {said}");
+        assert!(
+            !said.contains("invalid") && !said.contains("Error"),
+            "{role}: {said}"
+        );
+
+        let document: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        let packages = document["packages"].as_array().unwrap();
+        // What dpkg in the image says is installed, read by dpkg-query itself.
+        let tree = fx.extracted(role);
+        let listed = support::host_output(&[
+            "dpkg-query",
+            "--admindir",
+            tree.path().join("var/lib/dpkg").to_str().unwrap(),
+            "-W",
+            "-f",
+            "${db:Status-Status} ${Package} ${Version} ${Architecture}\n",
+        ]);
+        let installed: Vec<&str> = listed
+            .lines()
+            .filter_map(|line| line.strip_prefix("installed "))
+            .collect();
+        assert_eq!(
+            packages.len(),
+            installed.len() + 1,
+            "{role}: the image and each package"
+        );
+        for line in &installed {
+            let words: Vec<&str> = line.split(' ').collect();
+            let (name, version) = (words[0], words[1]);
+            let entry = packages
+                .iter()
+                .find(|p| p["name"] == name)
+                .unwrap_or_else(|| panic!("{role}: {name} is not in the SBOM"));
+            assert_eq!(entry["versionInfo"], version, "{role}: {name}");
+            let purl = entry["externalRefs"][0]["referenceLocator"]
+                .as_str()
+                .unwrap();
+            assert!(
+                purl.starts_with("pkg:deb/") && purl.contains(&format!("/{name}@")),
+                "{purl}"
+            );
+        }
+        let package = |name: &str| packages.iter().find(|p| p["name"] == name).unwrap();
+        assert_eq!(package("bash")["licenseDeclared"], "GPL-3.0-or-later");
+        assert!(
+            package("libc6")["sourceInfo"]
+                .as_str()
+                .unwrap()
+                .contains("source package glibc"),
+            "{}",
+            package("libc6")
+        );
+        if role == "portal" {
+            let vendor = package("softswitch-portal");
+            assert_eq!(
+                vendor["externalRefs"][0]["referenceLocator"],
+                "pkg:deb/vendor/softswitch-portal@1.0.0?arch=all"
+            );
+        }
+    }
+}
+
 /// SHA256SUMS is signed: `r2a-image verify` and OpenSSH's `ssh-keygen -Y verify` both
 /// accept it; in a copy, a changed byte and a stray file each fail `verify`, named.
 #[test]

@@ -3,7 +3,7 @@
 //! rewritten atomically to cover every published artifact.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
@@ -45,6 +45,30 @@ pub struct ImageRecord {
     pub contains_secrets: bool,
     /// The artifacts.
     pub artifacts: Vec<ArtifactRecord>,
+    /// The SPDX document of the image's packages.
+    #[serde(default)]
+    pub sbom: Option<FileRecord>,
+}
+
+/// A published file that is not an image (the SBOM).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FileRecord {
+    /// Path relative to `out/<cluster>/`.
+    pub path: String,
+    /// sha256 of its bytes.
+    pub sha256: String,
+    /// Size in bytes.
+    pub size: u64,
+}
+
+impl ImageRecord {
+    /// Every published file of the image, artifacts and SBOM: (path, sha256).
+    pub fn files(&self) -> impl Iterator<Item = (&String, &String)> {
+        self.artifacts
+            .iter()
+            .map(|a| (&a.path, &a.sha256))
+            .chain(self.sbom.iter().map(|f| (&f.path, &f.sha256)))
+    }
 }
 
 /// One output file.
@@ -125,20 +149,15 @@ impl ClusterIndex {
     ) -> anyhow::Result<()> {
         self.images.retain(|_, record| {
             record
-                .artifacts
-                .iter()
-                .all(|a| cluster_out.join(&a.path).is_file())
+                .files()
+                .all(|(path, _)| cluster_out.join(path).is_file())
         });
         self.seeds
             .retain(|_, seed| cluster_out.join(&seed.path).is_file());
         self.cluster = cluster.name.clone();
         self.manifest = Some(cluster.manifest.clone());
         self.builder = format!("r2a-image {}", env!("CARGO_PKG_VERSION"));
-        let images = self
-            .images
-            .values()
-            .flat_map(|r| &r.artifacts)
-            .map(|a| (&a.path, &a.sha256));
+        let images = self.images.values().flat_map(ImageRecord::files);
         let seeds = self.seeds.values().map(|s| (&s.path, &s.sha256));
         let index = serde_json::to_vec_pretty(self)?;
         // manifest.json is not listed: a boot that adds its node's seed rewrites it, and
@@ -213,10 +232,10 @@ impl Staging {
             .iter()
             .all(|format| record.artifacts.iter().any(|a| a.format == *format));
         let intact = complete
+            && record.sbom.is_some()
             && record
-                .artifacts
-                .iter()
-                .all(|a| sha256_file(&out.join(&a.path)).is_ok_and(|sum| sum == a.sha256));
+                .files()
+                .all(|(path, sha256)| sha256_file(&out.join(path)).is_ok_and(|sum| &sum == sha256));
         if intact {
             self.reused.push(record.clone());
             stage.finish("unchanged, kept");
@@ -267,6 +286,7 @@ impl Staging {
                 bytesize::ByteSize(total).display().iec()
             ));
         }
+        let sbom = write_sbom(ctx, tree, layers, role, &key, &dir)?;
         let layer = layers.last().expect("a role has layers");
         self.built.push(ImageRecord {
             role: role.to_string(),
@@ -276,6 +296,7 @@ impl Staging {
             agent_sha256: ctx.agent_sha256.clone(),
             source_date_epoch: ctx.source_date_epoch,
             packages: installed_packages(&tree.root)?,
+            sbom: Some(sbom),
             vendor_skipped: layer.vendor_skipped.clone(),
             contains_secrets,
             artifacts,
@@ -339,27 +360,52 @@ fn tree_size(root: &Path) -> u64 {
         .sum()
 }
 
-/// Installed packages and versions, from the tree's dpkg database.
+/// Writes the image's SPDX document beside its artifacts and records it.
+fn write_sbom(
+    ctx: &BuildContext<'_>,
+    tree: &ImageTree,
+    layers: &[&LayerSpec],
+    role: &str,
+    key: &str,
+    dir: &Path,
+) -> anyhow::Result<FileRecord> {
+    let stage = ctx.progress.stage(format!("{role}: sbom"));
+    let vendor_packages = layers
+        .iter()
+        .flat_map(|layer| layer.vendor_packages.iter().cloned())
+        .collect();
+    let image = crate::sbom::ImageInfo {
+        cluster: &ctx.project.cluster.name,
+        role,
+        key,
+        created: ctx.source_date_epoch,
+        vendor_packages: &vendor_packages,
+    };
+    let path = dir.join(crate::sbom::FILE_NAME);
+    let count = crate::sbom::write(&tree.root, &image, &path)?;
+    let size = std::fs::metadata(&path)?.len();
+    stage.finish(&format!(
+        "SPDX 2.3, {count} packages, {}",
+        bytesize::ByteSize(size).display().iec()
+    ));
+    Ok(FileRecord {
+        path: format!("{role}/{}", crate::sbom::FILE_NAME),
+        sha256: sha256_file(&path)?,
+        size,
+    })
+}
+
+/// Installed packages and versions, from the tree's dpkg database (`name:arch` for
+/// packages of a foreign architecture).
 pub fn installed_packages(root: &Path) -> anyhow::Result<BTreeMap<String, String>> {
-    let path: PathBuf = root.join("var/lib/dpkg/status");
-    let text =
-        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-    let mut packages = BTreeMap::new();
-    for stanza in text.split("\n\n") {
-        let field = |name: &str| {
-            stanza
-                .lines()
-                .find_map(|line| line.strip_prefix(name).map(str::trim))
-        };
-        let installed = field("Status:").is_some_and(|status| status.ends_with(" installed"));
-        if let (true, Some(name), Some(version)) = (installed, field("Package:"), field("Version:"))
-        {
-            let name = match field("Architecture:") {
-                Some(arch) if arch != "all" && arch != "amd64" => format!("{name}:{arch}"),
-                _ => name.to_string(),
+    Ok(crate::sbom::installed(root)?
+        .into_iter()
+        .map(|package| {
+            let name = match package.architecture.as_str() {
+                "all" | "amd64" => package.name,
+                arch => format!("{}:{arch}", package.name),
             };
-            packages.insert(name, version.to_string());
-        }
-    }
-    Ok(packages)
+            (name, package.version)
+        })
+        .collect())
 }
