@@ -93,7 +93,7 @@ pub fn status(cache: &Path, in_use: &BTreeSet<String>) -> anyhow::Result<CacheRe
     Ok(CacheReport {
         layers,
         gzip_members: bytes_under(&cache.join("gzip-members"))?,
-        apt_archive: bytes_under(&cache.join("apt-archives"))?,
+        apt_archive: bytes_under(&cache.join(crate::build::APT_ARCHIVES_DIR))?,
         unfinished,
     })
 }

@@ -112,6 +112,10 @@ enum Command {
         /// 512 MiB; the root grows to the real disk on first boot).
         #[arg(long, value_name = "SIZE", value_parser = parse_size)]
         disk_size: Option<u64>,
+        /// Build only if the sources give exactly the packages r2a.lock (beside the
+        /// manifest) records; fail before any work, naming what moved, otherwise.
+        #[arg(long, conflicts_with = "refresh")]
+        locked: bool,
     },
 }
 
@@ -323,6 +327,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             agent,
             refresh,
             disk_size,
+            locked,
         } => {
             let Selection {
                 roles,
@@ -348,6 +353,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 agent,
                 refresh,
                 disk_size,
+                locked,
             };
             let records = build::build(&project, &options, Progress::detect())?;
             for record in records {

@@ -13,6 +13,7 @@ pub mod exec;
 pub mod fsutil;
 pub mod hash;
 pub mod interrupt;
+pub mod lock;
 pub mod manifest;
 pub mod overlay;
 pub mod pki;

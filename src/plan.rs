@@ -6,7 +6,7 @@ use std::path::Path;
 
 use serde::Serialize;
 
-use crate::build::{LayerStore, layer};
+use crate::build::{LayerSpec, LayerStore, layer};
 use crate::manifest::{Bootstrap, Format};
 use crate::project::Project;
 
@@ -23,6 +23,9 @@ pub struct Plan {
     pub roles: Vec<RolePlan>,
     /// Telephony capacity, from the seed's scaling reference.
     pub capacity: Option<CapacityPlan>,
+    /// How the lock beside the manifest stands against these layers and the sources
+    /// now; absent without a lock.
+    pub lock: Option<crate::lock::LockStatus>,
 }
 
 /// One layer: its key and whether the cache has it.
@@ -101,9 +104,11 @@ pub fn plan(
     let formats = Format::chosen(formats, &cluster.build.formats);
     let base = layer::base_spec(cluster, &project.roles, bootstrap)?;
     let mut role_plans = Vec::new();
+    let mut specs = vec![base.clone()];
     for name in project.roles_to_build(roles)? {
         let role = project.roles.get(&name).expect("roles with nodes exist");
         let spec = layer::role_spec(cluster, &base, role)?;
+        specs.push(spec.clone());
         let overlay = project.render(&name)?;
         role_plans.push(RolePlan {
             nodes: cluster
@@ -135,7 +140,31 @@ pub fn plan(
         },
         roles: role_plans,
         capacity: capacity(project),
+        lock: lock_status(project, &specs, cache),
     })
+}
+
+/// The lock's standing; a plan still shows the rest when the sources cannot be read
+/// (offline, say), with that as the lock's one line.
+fn lock_status(
+    project: &Project,
+    specs: &[LayerSpec],
+    cache: &Path,
+) -> Option<crate::lock::LockStatus> {
+    let cluster = &project.cluster;
+    let state = cache.join(crate::lock::mirror::STATE_DIR);
+    let store = LayerStore::new(cache);
+    let status =
+        crate::lock::layer_states(&store, &cache.join(crate::build::APT_ARCHIVES_DIR), specs)
+            .and_then(|states| crate::lock::status(cluster, &states, &state));
+    match status {
+        Ok(status) => status,
+        Err(error) => Some(crate::lock::LockStatus {
+            path: crate::lock::path_for(&cluster.manifest.path),
+            drift: vec![format!("not checked: {error:#}")],
+            ..Default::default()
+        }),
+    }
 }
 
 fn capacity(project: &Project) -> Option<CapacityPlan> {
@@ -221,6 +250,17 @@ impl Plan {
             }
             let _ = writeln!(text, "  overlay   {} files", role.overlay_files);
             let _ = writeln!(text, "  outputs   {}", role.outputs.join(", "));
+        }
+        if let Some(lock) = &self.lock {
+            let _ = write!(text, "\nlock {}: ", lock.path.display());
+            if lock.is_clean() {
+                let _ = writeln!(text, "the sources give every package as locked");
+            } else {
+                let _ = writeln!(text, "a build would not install what it locks");
+                for line in lock.lines() {
+                    let _ = writeln!(text, "  {line}");
+                }
+            }
         }
         if let Some(capacity) = &self.capacity {
             let _ = writeln!(

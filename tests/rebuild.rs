@@ -157,6 +157,121 @@ fn a_failed_build_leaves_no_partial_artifact_and_no_work_tree() {
     );
 }
 
+/// A build writes r2a.lock beside the manifest: every layer's packages with version and
+/// sha256. `build --locked` takes the cached layers that match it, and refuses, before
+/// any work and naming the package, a lock with one version changed: for a cached layer
+/// (it holds another version) and for a layer it would build (the mirror gives another);
+/// `plan` shows the same.
+#[test]
+fn a_locked_build_follows_the_lock_and_refuses_one_the_sources_do_not_match() {
+    let fx = fixture();
+    let _build = fx.lock();
+    let path = fx.manifest.with_file_name("r2a.lock");
+    let written = std::fs::read_to_string(&path).unwrap();
+    let lock: r2a::lock::Lock = toml::from_str(&written).unwrap();
+    let names: Vec<&str> = lock.layers.iter().map(|l| l.name.as_str()).collect();
+    assert_eq!(names, ["base", "db", "portal"]);
+    let base = &lock.layers[0].packages;
+    let bash = base
+        .iter()
+        .find(|p| p.name == "bash")
+        .expect("bash is locked");
+    assert!(
+        bash.sha256.len() == 64 && bash.version.starts_with("5."),
+        "{bash:?}"
+    );
+    let portal = &lock.layers[2].packages;
+    let vendor = portal
+        .iter()
+        .find(|p| p.name == "softswitch-portal")
+        .unwrap();
+    assert_eq!(vendor.sha256.len(), 64, "{vendor:?}");
+    assert!(
+        !portal.iter().any(|p| p.name == "bash"),
+        "a role locks what it adds"
+    );
+
+    let locked = fx.build(&["--role", "portal", "--locked"], None);
+    assert!(locked.status.success(), "{}", locked.stderr);
+    assert!(
+        locked.stderr.contains("layers as locked"),
+        "{}",
+        locked.stderr
+    );
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), written);
+
+    let sums = std::fs::read_to_string(fx.cluster_out().join("SHA256SUMS")).unwrap();
+    let moved = |layer: usize, package: &str| {
+        let mut lock = lock.clone();
+        let entry = lock.layers[layer]
+            .packages
+            .iter_mut()
+            .find(|p| p.name == package)
+            .unwrap();
+        entry.version = "0.0-r2a-test".into();
+        toml::to_string(&lock).unwrap()
+    };
+    // (which package moved, the layer to damage so that it is built, what is said)
+    let portal_layer = 2;
+    let cases = [
+        (
+            moved(0, "bash"),
+            false,
+            "base: bash 0.0-r2a-test (amd64) is locked; the cached layer has 5.",
+        ),
+        (
+            moved(portal_layer, "haproxy"),
+            true,
+            "portal: haproxy 0.0-r2a-test (amd64) is locked; the mirror has ",
+        ),
+    ];
+    let stray = fx.layer_tree("portal").join("etc/r2a-lock-stray");
+    for (text, damage, expected) in cases {
+        std::fs::write(&path, &text).unwrap();
+        if damage {
+            std::fs::write(&stray, "makes the layer one to build\n").unwrap();
+        }
+        let refused = fx.build(&["--role", "portal", "--locked"], None);
+        assert_eq!(refused.status.code(), Some(1), "{}", refused.stderr);
+        assert!(refused.stderr.contains(expected), "{}", refused.stderr);
+        assert!(
+            refused.stderr.contains("nothing was built"),
+            "{}",
+            refused.stderr
+        );
+        assert!(
+            !refused.stderr.contains("r2a-image: portal:"),
+            "no stage ran: {}",
+            refused.stderr
+        );
+        let plan = run_image_tool(
+            &[
+                "plan",
+                fx.manifest.to_str().unwrap(),
+                "--cache",
+                fx.cache.to_str().unwrap(),
+                "--role",
+                "portal",
+            ],
+            None,
+        );
+        assert!(plan.status.success(), "{}", plan.stderr);
+        assert!(
+            plan.stdout
+                .contains("a build would not install what it locks")
+                && plan.stdout.contains(expected),
+            "{}",
+            plan.stdout
+        );
+        assert_eq!(
+            std::fs::read_to_string(fx.cluster_out().join("SHA256SUMS")).unwrap(),
+            sums
+        );
+    }
+    std::fs::remove_file(&stray).unwrap();
+    std::fs::write(&path, &written).unwrap();
+}
+
 #[test]
 fn invalid_input_exits_2_and_writes_nothing() {
     let fx = fixture();

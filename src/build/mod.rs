@@ -13,6 +13,7 @@ pub mod grub;
 pub mod iso;
 pub mod layer;
 pub mod live;
+mod locking;
 mod outputs;
 mod packages;
 mod publish;
@@ -33,6 +34,9 @@ pub use layer::{LayerSpec, LayerStore};
 pub use publish::{ArtifactRecord, ClusterIndex, ImageRecord, SeedRecord};
 pub use work::WorkDir;
 
+/// The shared apt archive's folder in a build cache.
+pub const APT_ARCHIVES_DIR: &str = "apt-archives";
+
 /// What to build and where.
 #[derive(Debug, Clone)]
 pub struct BuildOptions {
@@ -52,6 +56,8 @@ pub struct BuildOptions {
     pub refresh: bool,
     /// Size of disk images in bytes; the tree plus headroom when unset.
     pub disk_size: Option<u64>,
+    /// Refuse to build unless the sources give exactly what the lock says (`--locked`).
+    pub locked: bool,
 }
 
 /// Everything one build knows, shared by its stages.
@@ -87,12 +93,15 @@ pub fn build(
     let roles = project.roles_to_build(&options.roles)?;
     let ctx = BuildContext::new(project, options, progress)?;
     preflight(&ctx)?;
+    locking::check_locked(&ctx, &roles)?;
     let base = bootstrap::base_layer(&ctx)?;
     let mut staging = publish::Staging::new(&ctx)?;
+    let mut layers = vec![base.clone()];
     for role in &roles {
         crate::interrupt::check()?;
         let overlay = project.render(role)?;
         let layer = packages::role_layer(&ctx, &base, role)?;
+        layers.push(layer.clone());
         if staging.reuse_unchanged(&ctx, &layer, &overlay, role)? {
             continue;
         }
@@ -100,7 +109,9 @@ pub fn build(
         finalize::finalize(&ctx, &tree, role)?;
         staging.write_outputs(&ctx, &tree, &[&base, &layer], &overlay, role)?;
     }
-    staging.publish(&ctx)
+    let published = staging.publish(&ctx)?;
+    locking::record(&ctx, &layers)?;
+    Ok(published)
 }
 
 impl<'a> BuildContext<'a> {
@@ -123,7 +134,7 @@ impl<'a> BuildContext<'a> {
             formats: Format::chosen(&options.formats, &cluster.build.formats),
             bootstrap: options.bootstrap.unwrap_or(cluster.build.bootstrap),
             layers: LayerStore::new(&options.cache),
-            apt_archives: options.cache.join("apt-archives"),
+            apt_archives: options.cache.join(APT_ARCHIVES_DIR),
             work: options.cache.join("work"),
             progress,
             agent_sha256,
