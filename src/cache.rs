@@ -26,6 +26,9 @@ pub struct LayerEntry {
     pub in_use: bool,
 }
 
+/// The folder of cached gzip members of published tarballs.
+pub const GZIP_MEMBERS: &str = "gzip-members";
+
 /// What the cache holds.
 #[derive(Debug, Clone)]
 pub struct CacheReport {
@@ -92,7 +95,7 @@ pub fn status(cache: &Path, in_use: &BTreeSet<String>) -> anyhow::Result<CacheRe
     unfinished.sort();
     Ok(CacheReport {
         layers,
-        gzip_members: bytes_under(&cache.join("gzip-members"))?,
+        gzip_members: bytes_under(&cache.join(GZIP_MEMBERS))?,
         apt_archive: bytes_under(&cache.join(crate::build::APT_ARCHIVES_DIR))?,
         unfinished,
     })
@@ -108,19 +111,55 @@ pub fn to_remove(layers: &[LayerEntry], keep: usize) -> Vec<&LayerEntry> {
         .collect()
 }
 
-/// Removes what [`to_remove`] names; returns the removed entries. Run it while no build
-/// uses the cache: a build may be reading a layer it would remove.
-pub fn prune(
-    cache: &Path,
-    in_use: &BTreeSet<String>,
-    keep: usize,
-) -> anyhow::Result<Vec<LayerEntry>> {
+/// What a prune removed.
+#[derive(Debug, Clone, Default)]
+pub struct Pruned {
+    /// The layers removed.
+    pub layers: Vec<LayerEntry>,
+    /// How many gzip members were removed, and their bytes.
+    pub members: (usize, u64),
+}
+
+/// Removes what [`to_remove`] names, then the gzip members no build used since the least
+/// recently used layer that stays (every build that reuses a member renews its time).
+/// Run it while no build uses the cache: a build may be reading what it would remove.
+pub fn prune(cache: &Path, in_use: &BTreeSet<String>, keep: usize) -> anyhow::Result<Pruned> {
     let report = status(cache, in_use)?;
     let store = LayerStore::new(cache);
-    let mut removed = Vec::new();
-    for entry in to_remove(&report.layers, keep) {
+    let mut pruned = Pruned::default();
+    let removed = to_remove(&report.layers, keep);
+    for entry in &removed {
         crate::fsutil::remove_tree(&store.dir.join(&entry.folder))?;
-        removed.push(entry.clone());
+        pruned.layers.push((*entry).clone());
+    }
+    let oldest_kept = report
+        .layers
+        .iter()
+        .filter(|entry| !pruned.layers.iter().any(|gone| gone.folder == entry.folder))
+        .map(|entry| entry.last_used)
+        .min();
+    pruned.members = prune_members(&cache.join(GZIP_MEMBERS), oldest_kept)?;
+    Ok(pruned)
+}
+
+/// Removes the members last used before `since` (all of them when nothing is kept).
+fn prune_members(members: &Path, since: Option<SystemTime>) -> anyhow::Result<(usize, u64)> {
+    let mut removed = (0, 0);
+    if !members.is_dir() {
+        return Ok(removed);
+    }
+    for entry in walkdir::WalkDir::new(members) {
+        let entry = entry.with_context(|| format!("reading {}", members.display()))?;
+        if !entry.file_type().is_file() {
+            continue;
+        }
+        let metadata = entry.metadata()?;
+        if since.is_none_or(|since| metadata.modified().is_ok_and(|used| used < since)) {
+            std::fs::remove_file(entry.path())
+                .with_context(|| format!("removing {}", entry.path().display()))?;
+            removed.0 += 1;
+            removed.1 += metadata.len();
+        }
     }
     Ok(removed)
 }
@@ -241,15 +280,17 @@ pub fn run(data: &Path, action: CacheAction) -> anyhow::Result<()> {
             cache,
             keep,
         } => {
-            let removed = prune(&cache, &in_use(manifest)?, keep)?;
-            let freed: u64 = removed.iter().map(|entry| entry.bytes).sum();
-            for entry in &removed {
+            let pruned = prune(&cache, &in_use(manifest)?, keep)?;
+            let freed: u64 = pruned.layers.iter().map(|entry| entry.bytes).sum();
+            for entry in &pruned.layers {
                 println!("removed {}", entry.folder);
             }
+            let (members, member_bytes) = pruned.members;
             println!(
-                "{} layer(s) removed, {} freed",
-                removed.len(),
-                bytesize::ByteSize(freed).display().iec()
+                "{} layer(s) removed, {} freed; {members} gzip member(s) no kept build used, {}",
+                pruned.layers.len(),
+                bytesize::ByteSize(freed).display().iec(),
+                bytesize::ByteSize(member_bytes).display().iec()
             );
         }
     }
@@ -342,9 +383,25 @@ mod tests {
         assert!(text.contains("used by the manifest"), "{text}");
         assert!(text.contains(".db-x1: work folder"), "{text}");
 
-        let removed = prune(cache.path(), &in_use, 1).unwrap();
+        // Members: one used by the oldest kept build's time or later, one before it.
+        let member = |name: &str, minutes_ago: u64| {
+            let path = cache.path().join(GZIP_MEMBERS).join("ab").join(name);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            let file = std::fs::File::create(&path).unwrap();
+            file.set_len(10).unwrap();
+            file.set_modified(SystemTime::now() - Duration::from_secs(60 * minutes_ago))
+                .unwrap();
+            path
+        };
+        let recent = member("recent.gz", 5);
+        let stale = member("stale.gz", 30);
+
+        let pruned = prune(cache.path(), &in_use, 1).unwrap();
+        let removed = &pruned.layers;
         assert_eq!(removed.len(), 1);
         assert_eq!(removed[0].folder, "db-3333333333333333");
+        assert_eq!(pruned.members, (1, 10));
+        assert!(recent.exists() && !stale.exists());
         assert!(!cache.path().join("layers/db-3333333333333333").exists());
         assert!(cache.path().join("layers/db-2222222222222222").exists());
         assert!(

@@ -94,6 +94,12 @@ impl<W: Write> ChunkedGzip<W> {
         let path = self.cache.join(&key[..2]).join(format!("{key}.gz"));
         if let Ok(member) = std::fs::read(&path) {
             self.stats.reused += 1;
+            // Its time says when a build last used it: `cache prune` drops the old ones.
+            // A member whose time cannot be renewed is still good to use.
+            let _ = std::fs::File::options()
+                .write(true)
+                .open(&path)
+                .and_then(|file| file.set_modified(std::time::SystemTime::now()));
             self.in_flight.push_back(Pending::Cached(member));
         } else {
             self.stats.compressed += 1;

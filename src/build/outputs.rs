@@ -57,7 +57,7 @@ impl<'t> RoleOutputs<'t> {
         };
         match format {
             Format::Tar => {
-                let members = ctx.options.cache.join("gzip-members");
+                let members = ctx.options.cache.join(crate::cache::GZIP_MEMBERS);
                 let chunks = tarball::write(
                     &self.tree.root,
                     &self.dir.join("rootfs.tar.gz"),
