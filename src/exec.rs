@@ -96,12 +96,17 @@ impl CommandExt for Command {
             .with_context(|| format!("starting {}", describe(self)))?;
         let _registered = crate::interrupt::ChildGuard::register(child.id());
         let mut stdin = child.stdin.take().expect("stdin is piped");
-        // A command that exits early closes its stdin; its status tells why.
-        let _ = std::io::Write::write_all(&mut stdin, input);
-        drop(stdin);
-        let output = child
-            .wait_with_output()
-            .with_context(|| format!("waiting for {}", describe(self)))?;
+        // The input goes in from a thread of its own while the output is read here: a
+        // tool that answers as it reads (debugfs) would otherwise fill its output pipe
+        // and wait for us while we wait for it to take more input.
+        let output = std::thread::scope(|scope| {
+            scope.spawn(move || {
+                // A command that exits early closes its stdin; its status tells why.
+                let _ = std::io::Write::write_all(&mut stdin, input);
+            });
+            child.wait_with_output()
+        })
+        .with_context(|| format!("waiting for {}", describe(self)))?;
         crate::interrupt::check()?;
         if !output.status.success() {
             let stderr = String::from_utf8_lossy(&output.stderr);
@@ -219,6 +224,16 @@ mod tests {
             !error.contains("line15\n"),
             "only the tail is kept: {error}"
         );
+    }
+
+    #[test]
+    fn input_larger_than_a_pipe_reaches_a_tool_that_answers_as_it_reads() {
+        // `cat` echoes each line at once: with the whole input written before any output
+        // was read, both sides would wait on full pipes for ever.
+        let input = "a line of input for the tool\n".repeat(100_000);
+        Command::new("cat")
+            .run_with_input(input.as_bytes())
+            .unwrap();
     }
 
     #[test]

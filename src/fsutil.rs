@@ -24,6 +24,10 @@ pub fn write_atomic(path: &Path, content: &[u8], mode: u32) -> anyhow::Result<()
         .permissions(std::fs::Permissions::from_mode(mode))
         .tempfile_in(dir)
         .with_context(|| format!("creating a temporary file in {}", dir.display()))?;
+    // Creation masks the mode with the process's umask; a chmod does not.
+    file.as_file()
+        .set_permissions(std::fs::Permissions::from_mode(mode))
+        .with_context(|| format!("setting mode {mode:o} on {}", path.display()))?;
     file.write_all(content)
         .with_context(|| format!("writing {}", path.display()))?;
     file.as_file().sync_all()?;

@@ -4,6 +4,8 @@
 
 mod support;
 
+use std::path::Path;
+
 use support::{fixture, run_image_tool};
 
 #[test]
@@ -270,6 +272,118 @@ fn a_locked_build_follows_the_lock_and_refuses_one_the_sources_do_not_match() {
     }
     std::fs::remove_file(&stray).unwrap();
     std::fs::write(&path, &written).unwrap();
+}
+
+/// Two builds of the portal role in every format give the same bytes in every file (the
+/// tarball, the raw and qcow2 disks, the ISO, the PXE set, the SBOM), the second under
+/// another umask, time zone, locale and host name, with the cache at another path.
+#[test]
+fn two_builds_in_different_environments_give_the_same_bytes() {
+    let fx = fixture();
+    let _build = fx.lock();
+    let formats = ["tar", "raw", "qcow2", "iso", "pxe"].map(|f| ["--format", f]);
+    // `script` runs the build command it is given as its arguments.
+    let build = |out: &Path, cache: &Path, script: &str| {
+        let mut argv = vec![
+            env!("CARGO_BIN_EXE_r2a-image").to_string(),
+            "build".into(),
+            fx.manifest.to_string_lossy().into_owned(),
+            "--role".into(),
+            "portal".into(),
+            "--out".into(),
+            out.to_string_lossy().into_owned(),
+            "--cache".into(),
+            cache.to_string_lossy().into_owned(),
+            "--agent".into(),
+            env!("CARGO_BIN_EXE_r2a-node").into(),
+        ];
+        argv.extend(formats.iter().flatten().map(|word| word.to_string()));
+        let output = std::process::Command::new("sh")
+            .args(["-c", script, "build"])
+            .args(&argv)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+        assert!(output.status.success(), "{stderr}");
+    };
+    let first = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    build(first.path(), &fx.cache, "exec \"$@\"");
+    // The second: the cache moved (and moved back, whatever happens), and an environment
+    // that differs in every way a build host can.
+    let moved = fx.cache.with_file_name("r2a-test-cache-moved");
+    let _back = MovedBack::new(&fx.cache, &moved);
+    let second = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    build(
+        second.path(),
+        &moved,
+        "umask 077; export TZ=Asia/Kathmandu LANG=de_DE.UTF-8 LC_ALL=de_DE.UTF-8; \
+         exec unshare --uts sh -c 'hostname another-builder; exec \"$@\"' build \"$@\"",
+    );
+    let files = |out: &Path| -> Vec<(String, String)> {
+        let role = out.join("r2a-test/portal");
+        let mut files: Vec<(String, String)> = walkdir::WalkDir::new(&role)
+            .into_iter()
+            .map(Result::unwrap)
+            .filter(|entry| entry.file_type().is_file())
+            .map(|entry| {
+                let name = entry
+                    .path()
+                    .strip_prefix(&role)
+                    .unwrap()
+                    .display()
+                    .to_string();
+                (name, r2a::hash::sha256_file(entry.path()).unwrap())
+            })
+            .collect();
+        files.sort();
+        files
+    };
+    let (one, two) = (files(first.path()), files(second.path()));
+    let names: Vec<&str> = one.iter().map(|(name, _)| name.as_str()).collect();
+    for expected in [
+        "rootfs.tar.gz",
+        "disk.raw",
+        "disk.qcow2",
+        "portal.iso",
+        "pxe/rootfs.cpio",
+        "sbom.spdx.json",
+    ] {
+        assert!(
+            names.contains(&expected),
+            "{expected} is missing: {names:?}"
+        );
+    }
+    let differ: Vec<&str> = one
+        .iter()
+        .zip(&two)
+        .filter(|(a, b)| a != b)
+        .map(|(a, _)| a.0.as_str())
+        .collect();
+    assert_eq!(one.len(), two.len(), "{one:?}\n{two:?}");
+    assert!(differ.is_empty(), "these differ: {differ:?}");
+}
+
+/// Moves a folder away and back again when dropped.
+struct MovedBack {
+    home: std::path::PathBuf,
+    away: std::path::PathBuf,
+}
+
+impl MovedBack {
+    fn new(home: &Path, away: &Path) -> MovedBack {
+        std::fs::rename(home, away).unwrap();
+        MovedBack {
+            home: home.to_path_buf(),
+            away: away.to_path_buf(),
+        }
+    }
+}
+
+impl Drop for MovedBack {
+    fn drop(&mut self) {
+        std::fs::rename(&self.away, &self.home).unwrap();
+    }
 }
 
 #[test]

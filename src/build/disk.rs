@@ -15,7 +15,7 @@ use super::grub;
 use crate::exec::{CommandExt, Tool};
 
 /// Host tools a disk image is made with.
-pub const TOOLS: [Tool; 5] = [
+pub const TOOLS: [Tool; 6] = [
     Tool {
         program: "sfdisk",
         package: "fdisk",
@@ -35,6 +35,11 @@ pub const TOOLS: [Tool; 5] = [
         program: "mke2fs",
         package: "e2fsprogs",
         reason: "make the root file system from the tree",
+    },
+    Tool {
+        program: "debugfs",
+        package: "e2fsprogs",
+        reason: "pin the root file system's times to the source date",
     },
     Tool {
         program: "qemu-img",
@@ -191,6 +196,9 @@ pub struct DiskIds {
     pub root_fs: uuid::Uuid,
     /// The ESP's FAT serial number.
     pub esp_serial: u32,
+    /// The FAT serial number of GRUB's EFI image on the ISO (another than the disk's ESP:
+    /// the installed disk's GRUB finds its ESP by serial while the ISO may be attached).
+    pub iso_efi_serial: u32,
 }
 
 impl DiskIds {
@@ -203,16 +211,19 @@ impl DiskIds {
             });
             uuid::Builder::from_random_bytes(bytes).into_uuid()
         };
-        let serial = id("esp-serial").as_bytes()[..4]
-            .iter()
-            .fold(0u32, |acc, byte| (acc << 8) | u32::from(*byte));
+        let serial = |name: &str| {
+            id(name).as_bytes()[..4]
+                .iter()
+                .fold(0u32, |acc, byte| (acc << 8) | u32::from(*byte))
+        };
         DiskIds {
             disk: id("disk"),
             bios_boot: id("bios-boot"),
             esp: id("esp"),
             root_partition: id("root-partition"),
             root_fs: id("root-fs"),
-            esp_serial: serial,
+            esp_serial: serial("esp-serial"),
+            iso_efi_serial: serial("iso-efi-serial"),
         }
     }
 
@@ -234,6 +245,7 @@ pub fn write_raw(
     ids: &DiskIds,
     title: &str,
     work: &Path,
+    epoch: i64,
 ) -> anyhow::Result<()> {
     let file = File::create(path).with_context(|| format!("creating {}", path.display()))?;
     file.set_len(layout.size)?;
@@ -250,9 +262,17 @@ pub fn write_raw(
         .run_with_input(layout.sfdisk_script(ids).as_bytes())
         .context("writing the partition table")?;
     let images = grub::core_images(work, &ids.esp_uuid())?;
-    write_esp(path, layout, ids, &images, &work.join("grub.cfg"), title)?;
+    write_esp(
+        path,
+        layout,
+        ids,
+        &images,
+        &work.join("grub.cfg"),
+        title,
+        epoch,
+    )?;
     write_bios_boot(path, layout, &images)?;
-    write_root(tree, path, layout, ids)
+    write_root(tree, path, layout, ids, epoch)
 }
 
 fn write_esp(
@@ -262,9 +282,14 @@ fn write_esp(
     images: &grub::CoreImages,
     menu: &Path,
     title: &str,
+    epoch: i64,
 ) -> anyhow::Result<()> {
+    let epoch = epoch.to_string();
+    // Every time the FAT holds is the build's source date (mtools reads
+    // SOURCE_DATE_EPOCH and writes it as local time, so in UTC; mkfs.fat's --invariant
+    // fixes its own times, and -i after it the serial).
     Command::new("mkfs.fat")
-        .args(["-F", "32", "-s", "1", "-n", "R2A-ESP"])
+        .args(["--invariant", "-F", "32", "-s", "1", "-n", "R2A-ESP"])
         .arg("-i")
         .arg(format!("{:08X}", ids.esp_serial))
         .arg(format!("--offset={}", layout.esp.start_sector()))
@@ -276,6 +301,8 @@ fn write_esp(
     let esp = format!("{}@@{}", path.display(), layout.esp.start);
     Command::new("mmd")
         .args(["-i", &esp, "::/EFI", "::/EFI/BOOT", "::/grub"])
+        .env("SOURCE_DATE_EPOCH", &epoch)
+        .env("TZ", "UTC")
         .run()
         .context("making the ESP's folders")?;
     for (from, to) in [
@@ -286,6 +313,8 @@ fn write_esp(
             .args(["-i", &esp])
             .arg(from)
             .arg(to)
+            .env("SOURCE_DATE_EPOCH", &epoch)
+            .env("TZ", "UTC")
             .run()
             .with_context(|| format!("copying {to} onto the ESP"))?;
     }
@@ -314,9 +343,18 @@ fn write_bios_boot(
     Ok(())
 }
 
-fn write_root(tree: &Path, path: &Path, layout: &DiskLayout, ids: &DiskIds) -> anyhow::Result<()> {
+fn write_root(
+    tree: &Path,
+    path: &Path,
+    layout: &DiskLayout,
+    ids: &DiskIds,
+    epoch: i64,
+) -> anyhow::Result<()> {
     let uuid = ids.root_fs.to_string();
+    // The file system's own times (superblock, inode change and creation times) are the
+    // build's source date; the files' times come from the tree, already clamped.
     Command::new("mke2fs")
+        .env("E2FSPROGS_FAKE_TIME", epoch.to_string())
         .args(["-q", "-F", "-t", "ext4", "-L", ROOT_LABEL, "-U", &uuid])
         .arg("-E")
         .arg(format!(
@@ -328,13 +366,16 @@ fn write_root(tree: &Path, path: &Path, layout: &DiskLayout, ids: &DiskIds) -> a
         .arg(path)
         .arg(format!("{}k", layout.root.size / 1024))
         .run()
-        .context("making the root file system from the tree")
+        .context("making the root file system from the tree")?;
+    super::fs_times::pin(tree, path, layout.root.start, epoch)
 }
 
 /// Converts a raw image to a compressed qcow2.
 pub fn write_qcow2(raw: &Path, path: &Path) -> anyhow::Result<()> {
     Command::new("qemu-img")
-        .args(["convert", "-c", "-f", "raw", "-O", "qcow2", "-m", "4", "-W"])
+        // Four coroutines compress at once, but without -W they write in order, so the
+        // same disk always gives the same bytes.
+        .args(["convert", "-c", "-f", "raw", "-O", "qcow2", "-m", "4"])
         .arg(raw)
         .arg(path)
         .run()

@@ -91,6 +91,7 @@ pub fn write(
     path: &Path,
     work: &Path,
     epoch: i64,
+    efi_serial: u32,
 ) -> anyhow::Result<()> {
     let label = volume_label(role);
     let dir = work.join("iso");
@@ -101,14 +102,76 @@ pub fn write(
     live::link_or_copy(sources.squashfs, &dir.join("live/rootfs.squashfs"))?;
     compress_disk(sources.raw_disk, &dir.join(INSTALL_IMAGE))?;
     std::fs::write(dir.join("boot/grub/grub.cfg"), menu(title, &label))?;
+    // The volume's dates (and the GPT identifiers xorriso derives from them) and every
+    // file's dates are the source date: the files grub-mkrescue copies in carry the time
+    // of the copy. Time strings are read in the zone TZ names: UTC. Still not fixed: the
+    // serial number mformat gives GRUB's EFI image inside the ISO is random.
+    let date = xorriso_time(epoch)?;
     Command::new("grub-mkrescue")
         .arg("--output")
         .arg(path)
         .arg(&dir)
-        .args(["--", "-volid", &label])
+        // grub-mkrescue's own options leave xorriso in its native mode: back to mkisofs
+        // emulation for the options that set the volume's and every file's dates.
+        .args(["--", "-volid", &label, "-as", "mkisofs"])
+        .arg(format!("--modification-date={date}"))
+        .args(["--set_all_file_dates", &date])
         .env("SOURCE_DATE_EPOCH", epoch.to_string())
+        .env("TZ", "UTC")
         .run()
-        .context("making the ISO with grub-mkrescue")
+        .context("making the ISO with grub-mkrescue")?;
+    pin_efi_serial(path, efi_serial)
+}
+
+/// mformat, run by grub-mkrescue, gives GRUB's EFI image (`/efi.img`, FAT12) a random
+/// volume serial; it becomes `serial`, so the ISO's bytes depend on its inputs only.
+/// No checksum covers the image (the ISO records no MD5s), so four bytes change.
+fn pin_efi_serial(iso: &Path, serial: u32) -> anyhow::Result<()> {
+    use std::io::{Read, Seek, SeekFrom, Write};
+    let report = Command::new("xorriso")
+        .arg("-indev")
+        .arg(iso)
+        .args(["-find", "/efi.img", "-exec", "report_lba", "--"])
+        .output_text()?;
+    let lba: u64 = report
+        .lines()
+        .find_map(|line| line.strip_prefix("File data lba:"))
+        .and_then(|fields| fields.split(',').nth(1))
+        .and_then(|lba| lba.trim().parse().ok())
+        .with_context(|| format!("no /efi.img in {}:\n{report}", iso.display()))?;
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(iso)?;
+    let start = lba * 2048;
+    let mut boot_sector = [0u8; 512];
+    file.seek(SeekFrom::Start(start))?;
+    file.read_exact(&mut boot_sector)?;
+    // FAT12 and FAT16 keep the serial at byte 39, and their type name at 54.
+    anyhow::ensure!(
+        boot_sector[54..59] == *b"FAT12" || boot_sector[54..59] == *b"FAT16",
+        "GRUB's EFI image in {} is not the FAT12 image grub-mkrescue makes",
+        iso.display()
+    );
+    file.seek(SeekFrom::Start(start + 39))?;
+    file.write_all(&serial.to_le_bytes())?;
+    file.sync_all()?;
+    Ok(())
+}
+
+/// `YYYYMMDDhhmmsscc`, one of the time strings xorriso reads, in UTC.
+fn xorriso_time(epoch: i64) -> anyhow::Result<String> {
+    let at = time::OffsetDateTime::from_unix_timestamp(epoch)
+        .with_context(|| format!("{epoch} is not a time an ISO can hold"))?;
+    Ok(format!(
+        "{:04}{:02}{:02}{:02}{:02}{:02}00",
+        at.year(),
+        u8::from(at.month()),
+        at.day(),
+        at.hour(),
+        at.minute(),
+        at.second()
+    ))
 }
 
 /// gzip of the raw disk image, for the installer (which checks the gzip CRC as it writes).
@@ -124,6 +187,11 @@ fn compress_disk(raw: &Path, path: &Path) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_source_date_is_an_xorriso_time_string_in_utc() {
+        assert_eq!(xorriso_time(1_754_697_600).unwrap(), "2025080900000000");
+    }
 
     #[test]
     fn labels_are_iso_volume_ids() {

@@ -9,6 +9,7 @@ pub mod chroot;
 mod chunked_gzip;
 pub mod disk;
 mod finalize;
+mod fs_times;
 pub mod grub;
 pub mod iso;
 pub mod layer;
@@ -91,6 +92,9 @@ pub fn build(
     progress: Progress,
 ) -> anyhow::Result<Vec<ImageRecord>> {
     let roles = project.roles_to_build(&options.roles)?;
+    // The images must not depend on the user's umask: folders the build makes and files
+    // its tools write (dpkg's maintainer scripts, say) get the modes Debian expects.
+    rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o022));
     let ctx = BuildContext::new(project, options, progress)?;
     preflight(&ctx)?;
     locking::check_locked(&ctx, &roles)?;

@@ -96,6 +96,7 @@ impl<'t> RoleOutputs<'t> {
                     &self.dir.join(&name),
                     self.tree.work.path(),
                     ctx.source_date_epoch,
+                    DiskIds::derive(&self.key).iso_efi_serial,
                 )?;
                 Ok((vec![written(&name)], "live and install".to_string()))
             }
@@ -163,6 +164,7 @@ impl<'t> RoleOutputs<'t> {
             &ids,
             &self.title(ctx),
             &grub_work,
+            ctx.source_date_epoch,
         )?;
         self.raw = Some(path.clone());
         Ok(path)
