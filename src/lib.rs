@@ -25,4 +25,5 @@ pub mod sbom;
 pub mod secrets;
 pub mod seed;
 pub mod signing;
+pub mod timestamp;
 pub mod tomldoc;

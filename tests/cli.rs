@@ -420,17 +420,20 @@ fn seed_writes_a_cidata_image_per_node_and_records_it() {
     );
 
     // Same manifest, same bytes.
-    let again = run_image_tool(
-        &[
-            "seed",
-            &manifest,
-            "--node",
-            "pg-node-02",
-            "--out",
-            out.to_str().unwrap(),
-        ],
-        None,
-    );
+    let seed_again = || {
+        run_image_tool(
+            &[
+                "seed",
+                &manifest,
+                "--node",
+                "pg-node-02",
+                "--out",
+                out.to_str().unwrap(),
+            ],
+            None,
+        )
+    };
+    let again = seed_again();
     assert!(again.status.success(), "{}", again.stderr);
     assert_eq!(
         std::fs::read_to_string(out.join("ring2all/SHA256SUMS")).unwrap(),
@@ -443,17 +446,7 @@ fn seed_writes_a_cidata_image_per_node_and_records_it() {
     let mut damaged = std::fs::read(&index_path).unwrap();
     damaged.truncate(damaged.len() / 2);
     std::fs::write(&index_path, &damaged).unwrap();
-    let refused = run_image_tool(
-        &[
-            "seed",
-            &manifest,
-            "--node",
-            "pg-node-02",
-            "--out",
-            out.to_str().unwrap(),
-        ],
-        None,
-    );
+    let refused = seed_again();
     assert_eq!(refused.status.code(), Some(1), "{}", refused.stderr);
     assert!(
         refused.stderr.contains("manifest.json is damaged")

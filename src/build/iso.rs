@@ -161,17 +161,7 @@ fn pin_efi_serial(iso: &Path, serial: u32) -> anyhow::Result<()> {
 
 /// `YYYYMMDDhhmmsscc`, one of the time strings xorriso reads, in UTC.
 fn xorriso_time(epoch: i64) -> anyhow::Result<String> {
-    let at = time::OffsetDateTime::from_unix_timestamp(epoch)
-        .with_context(|| format!("{epoch} is not a time an ISO can hold"))?;
-    Ok(format!(
-        "{:04}{:02}{:02}{:02}{:02}{:02}00",
-        at.year(),
-        u8::from(at.month()),
-        at.day(),
-        at.hour(),
-        at.minute(),
-        at.second()
-    ))
+    Ok(format!("{}00", crate::timestamp::digits(epoch)?))
 }
 
 /// gzip of the raw disk image, for the installer (which checks the gzip CRC as it writes).

@@ -177,7 +177,7 @@ pub fn document(root: &Path, image: &ImageInfo<'_>) -> anyhow::Result<Value> {
             image.cluster, image.role, image.key
         ),
         "creationInfo": {
-            "created": utc_timestamp(image.created)?,
+            "created": crate::timestamp::rfc3339(image.created)?,
             "creators": [format!("Tool: r2a-image-{}", env!("CARGO_PKG_VERSION"))],
         },
         "documentDescribes": [image_id],
@@ -253,21 +253,6 @@ fn supplier(maintainer: &str) -> String {
         _ if !maintainer.trim().is_empty() => format!("Organization: {}", maintainer.trim()),
         _ => "NOASSERTION".to_string(),
     }
-}
-
-/// `YYYY-MM-DDThh:mm:ssZ`.
-fn utc_timestamp(seconds: i64) -> anyhow::Result<String> {
-    let at = time::OffsetDateTime::from_unix_timestamp(seconds)
-        .with_context(|| format!("{seconds} is not a time SPDX can hold"))?;
-    Ok(format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
-        at.year(),
-        u8::from(at.month()),
-        at.day(),
-        at.hour(),
-        at.minute(),
-        at.second()
-    ))
 }
 
 #[cfg(test)]
