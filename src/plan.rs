@@ -140,7 +140,7 @@ pub fn plan(
         },
         roles: role_plans,
         capacity: capacity(project),
-        lock: lock_status(project, &specs, cache),
+        lock: lock_status(project, &specs, &store, cache),
     })
 }
 
@@ -149,13 +149,13 @@ pub fn plan(
 fn lock_status(
     project: &Project,
     specs: &[LayerSpec],
+    store: &LayerStore,
     cache: &Path,
 ) -> Option<crate::lock::LockStatus> {
     let cluster = &project.cluster;
     let state = cache.join(crate::lock::mirror::STATE_DIR);
-    let store = LayerStore::new(cache);
     let status =
-        crate::lock::layer_states(&store, &cache.join(crate::build::APT_ARCHIVES_DIR), specs)
+        crate::lock::layer_states(store, &cache.join(crate::build::APT_ARCHIVES_DIR), specs)
             .and_then(|states| crate::lock::status(cluster, &states, &state));
     match status {
         Ok(status) => status,

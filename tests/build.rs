@@ -8,7 +8,8 @@ mod support;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 
-use support::{fixture, in_image, run_image_tool};
+use support::image::{assert_empty_or_absent, in_image, passwd_uid};
+use support::{fixture, run_image_tool};
 
 #[test]
 fn the_artifacts_and_their_records_are_published() {
@@ -485,26 +486,5 @@ fn a_debootstrap_base_builds_the_same_role() {
     );
     for package in ["haproxy", "systemd", "openssh-server", "softswitch-portal"] {
         assert!(portal["packages"][package].is_string(), "{package} missing");
-    }
-}
-
-fn passwd_uid(root: &Path, user: &str) -> u32 {
-    let passwd = std::fs::read_to_string(root.join("etc/passwd")).unwrap();
-    passwd
-        .lines()
-        .find_map(|line| {
-            line.strip_prefix(&format!("{user}:x:"))
-                .and_then(|rest| rest.split(':').next()?.parse().ok())
-        })
-        .unwrap()
-}
-
-fn assert_empty_or_absent(dir: &Path) {
-    if let Ok(entries) = std::fs::read_dir(dir) {
-        let names: Vec<_> = entries
-            .filter_map(Result::ok)
-            .map(|e| e.file_name())
-            .collect();
-        assert!(names.is_empty(), "{} holds {names:?}", dir.display());
     }
 }

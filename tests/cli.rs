@@ -4,13 +4,9 @@
 mod support;
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use support::run_image_tool;
-
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
+use support::{repo, run_image_tool};
 
 /// The reference manifest copied into a fresh folder (render writes secrets beside it).
 fn reference_copy() -> (tempfile::TempDir, String) {

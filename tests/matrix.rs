@@ -17,8 +17,9 @@ use r2a::agent::links::{Link, MatchSection};
 use r2a::agent::report::ReportedMount;
 use r2a::agent::status::State;
 use r2a::seed::seed_files;
+use support::image::in_image;
 use support::reference::{Reference, reference};
-use support::{Output, healthy_boot_report, in_image, unpacked};
+use support::{Output, healthy_boot_report, unpacked};
 
 /// Boots `node` with `args`, checks everything the matrix promises of it, and returns
 /// what the boot printed.

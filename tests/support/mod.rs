@@ -4,14 +4,17 @@
 #![allow(dead_code)] // each test crate uses a part of this harness
 
 pub mod db_cluster;
+pub mod image;
 pub mod processes;
 pub mod reference;
+
+pub use image::unpacked;
+pub use processes::processes_mentioning;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::{Mutex, MutexGuard, OnceLock};
 
-use r2a::build::chroot::Chroot;
 use r2a::secrets::Secrets;
 
 /// The test cluster: three db nodes, three fs nodes, a portal and a telephony node on the
@@ -348,20 +351,6 @@ impl Drop for Lab {
     }
 }
 
-/// A rootfs.tar.gz unpacked into a temporary folder (owners kept).
-pub fn unpacked(tarball: &Path) -> tempfile::TempDir {
-    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
-    let status = Command::new("tar")
-        .args(["-xzf"])
-        .arg(tarball)
-        .args(["--numeric-owner", "-C"])
-        .arg(dir.path())
-        .status()
-        .unwrap();
-    assert!(status.success(), "unpacking {}", tarball.display());
-    dir
-}
-
 /// The boot report of an `r2a-image boot --check` run, which must have passed its check
 /// for `node`; on failure, the console's tail.
 pub fn healthy_boot_report(output: &Output, node: &str) -> r2a::agent::report::BootReport {
@@ -434,47 +423,6 @@ pub fn run_image_tool(args: &[&str], data: Option<&Path>) -> Output {
         stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
         stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
     }
-}
-
-/// Runs a shell script inside an unpacked image, in a network namespace of its own (only
-/// loopback: nothing a check connects to can be outside this machine); panics with its
-/// output if it fails.
-pub fn in_image(root: &Path, script: &str) {
-    let lines = Mutex::new(Vec::new());
-    let chroot = Chroot::new(root).with_isolated_network();
-    // Refuse to run anything unless the namespace really has no link but loopback.
-    let guarded = format!(
-        "test \"$(ip -o link show | wc -l)\" = 1 || {{ echo 'not in an isolated network namespace' >&2; exit 99; }}\n{script}"
-    );
-    let result = chroot.run(&["sh", "-ec", &guarded], &|line| {
-        lines.lock().unwrap().push(line.to_string())
-    });
-    if let Err(error) = result {
-        panic!(
-            "`{script}` failed in the image: {error:#}\n{}",
-            lines.into_inner().unwrap().join("\n")
-        );
-    }
-}
-
-/// Command lines of running processes that contain `needle`.
-pub fn processes_mentioning(needle: &str) -> Vec<String> {
-    let own = std::process::id().to_string();
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .filter_map(Result::ok)
-        .filter(|entry| {
-            entry
-                .file_name()
-                .to_string_lossy()
-                .chars()
-                .all(|c| c.is_ascii_digit())
-                && entry.file_name() != own.as_str()
-        })
-        .filter_map(|entry| std::fs::read(entry.path().join("cmdline")).ok())
-        .map(|bytes| String::from_utf8_lossy(&bytes).replace('\0', " "))
-        .filter(|cmdline| cmdline.contains(needle))
-        .collect()
 }
 
 /// Stand-ins for the vendor's web applications (the real ones are not public): a

@@ -1,5 +1,6 @@
-//! The processes a test started, seen through `/proc`: the whole tree below a process,
-//! and whether each of them has ended (a reused process id is not mistaken for it).
+//! Processes seen through `/proc`: those whose command line mentions something, the whole
+//! tree below a process, and whether each of them has ended (a reused process id is not
+//! mistaken for it).
 
 use std::time::{Duration, Instant};
 
@@ -80,4 +81,24 @@ pub fn still_running_after(processes: &[Process], within: Duration) -> Vec<Proce
         }
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// Command lines of running processes that contain `needle`.
+pub fn processes_mentioning(needle: &str) -> Vec<String> {
+    let own = std::process::id().to_string();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter(|entry| {
+            entry
+                .file_name()
+                .to_string_lossy()
+                .chars()
+                .all(|c| c.is_ascii_digit())
+                && entry.file_name() != own.as_str()
+        })
+        .filter_map(|entry| std::fs::read(entry.path().join("cmdline")).ok())
+        .map(|bytes| String::from_utf8_lossy(&bytes).replace('\0', " "))
+        .filter(|cmdline| cmdline.contains(needle))
+        .collect()
 }
