@@ -173,7 +173,7 @@ fn boot(data: &Path, args: BootArgs) -> anyhow::Result<()> {
         UsageError("--pxe-loader is for PXE boots; add --format pxe".into())
     );
     crate::interrupt::install()?;
-    let project = Project::load(data, &args.manifest, SecretsMode::ReadOnly)?;
+    let project = Project::load_for_seeds(data, &args.manifest)?;
     let options = BootOptions {
         role: args.role,
         node: args.node,
@@ -300,7 +300,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             all,
             out,
         } => {
-            let project = Project::load(&data, &manifest, SecretsMode::ReadOnly)?;
+            let project = Project::load_for_seeds(&data, &manifest)?;
             let cluster = &project.cluster;
             let chosen: Vec<&crate::manifest::Node> = if all {
                 cluster.nodes.iter().collect()
@@ -311,8 +311,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     .collect::<anyhow::Result<_>>()?
             };
             let signer = project.signer()?;
-            let epoch = cluster.source_date_epoch()?;
-            for path in crate::seed::write_seeds(cluster, &chosen, &out, epoch, signer.as_ref())? {
+            for path in crate::seed::write_seeds(&project, &chosen, &out, signer.as_ref())? {
                 println!("{}", path.display());
             }
         }

@@ -1,6 +1,7 @@
 //! `r2a-image plan`: what a build would make, which layers are cached, and the telephony
 //! capacity the manifest buys, without building anything.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::Path;
 
@@ -54,6 +55,8 @@ pub struct RolePlan {
     pub vendor_skipped: Vec<String>,
     /// Files the overlay installs for every node, and per node.
     pub overlay_files: usize,
+    /// Files each node's seed carries for it (`node_data = "seed"`), by node.
+    pub seed_files: BTreeMap<String, usize>,
     /// The artifacts, relative to the output folder.
     pub outputs: Vec<String>,
 }
@@ -123,6 +126,12 @@ pub fn plan(
             vendor_packages: spec.vendor_packages.clone(),
             vendor_skipped: spec.vendor_skipped.clone(),
             overlay_files: overlay.image_files().len(),
+            seed_files: overlay
+                .per_node
+                .keys()
+                .map(|node| (node.clone(), overlay.seed_files(node).len()))
+                .filter(|(_, count)| *count > 0)
+                .collect(),
             outputs: formats
                 .iter()
                 .map(|f| format!("{}/{name}/{}", cluster.name, f.output(&name)))
@@ -249,6 +258,18 @@ impl Plan {
                 );
             }
             let _ = writeln!(text, "  overlay   {} files", role.overlay_files);
+            if !role.seed_files.is_empty() {
+                let counts: Vec<String> = role
+                    .seed_files
+                    .iter()
+                    .map(|(node, count)| format!("{node} {count}"))
+                    .collect();
+                let _ = writeln!(
+                    text,
+                    "  seeds     files of each node: {}",
+                    counts.join(", ")
+                );
+            }
             let _ = writeln!(text, "  outputs   {}", role.outputs.join(", "));
         }
         if let Some(lock) = &self.lock {

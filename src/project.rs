@@ -74,6 +74,18 @@ impl Project {
         Ok(())
     }
 
+    /// Loads the project to write seeds with. Under `node_data = "seed"` a seed carries
+    /// the node's secrets and certificate, so missing ones are created (a node added to the
+    /// manifest gets its certificate with its seed, no image rebuild); otherwise seeds hold
+    /// no secret and nothing is written.
+    pub fn load_for_seeds(data_dir: &Path, manifest: &Path) -> anyhow::Result<Project> {
+        let project = Project::load(data_dir, manifest, SecretsMode::ReadOnly)?;
+        if project.cluster.build.node_data == crate::manifest::NodeData::Seed {
+            return Project::load(data_dir, manifest, SecretsMode::Create);
+        }
+        Ok(project)
+    }
+
     /// The key that signs what is published for the cluster, once a build has made it.
     pub fn signer(&self) -> anyhow::Result<Option<crate::signing::Signer>> {
         self.secrets.signer(&self.cluster.name)

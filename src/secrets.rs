@@ -36,7 +36,7 @@ impl Secret {
 
     /// What betrays the secret in a file: the whole value, or for a PEM key each line of
     /// its base64 body, so a key is found however a template indents or wraps it.
-    fn fingerprints(&self) -> Vec<&[u8]> {
+    pub fn fingerprints(&self) -> Vec<&[u8]> {
         if self.0.starts_with("-----BEGIN ") {
             self.0
                 .lines()

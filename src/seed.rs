@@ -1,7 +1,10 @@
 //! Per-node cloud-init NoCloud seeds: `meta-data` (a stable instance-id and the node's
 //! name), `user-data` and a `network-config` (v2) with the node's static address, packed
 //! as an ISO 9660 image labelled `cidata` that cloud-init finds on any attached drive.
+//! Under `node_data = "seed"` a seed also carries the node's payload (its own files and
+//! secrets, [`crate::payload`]), and is then readable by root only.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -13,6 +16,8 @@ use crate::exec::{CommandExt, Tool, require_tools};
 use crate::fsutil;
 use crate::hash::sha256_file;
 use crate::manifest::{Cluster, Node};
+use crate::overlay::RenderedRole;
+use crate::project::Project;
 use crate::signing::Signer;
 
 /// The tool that packs seeds.
@@ -101,19 +106,25 @@ fn network_config(cluster: &Cluster, node: &Node) -> String {
 /// Writes the seeds of `nodes` to `<out>/<cluster>/seeds/<node>.iso`, atomically, and
 /// records them in the cluster's `manifest.json` and `SHA256SUMS`, signed with `signer`.
 pub fn write_seeds(
-    cluster: &Cluster,
+    project: &Project,
     nodes: &[&Node],
     out: &Path,
-    source_date_epoch: i64,
     signer: Option<&Signer>,
 ) -> anyhow::Result<Vec<PathBuf>> {
     require_tools(&[XORRISO])?;
+    let cluster = &project.cluster;
+    let source_date_epoch = cluster.source_date_epoch()?;
     let cluster_out = out.join(&cluster.name);
     let seeds = cluster_out.join("seeds");
     std::fs::create_dir_all(&seeds).with_context(|| format!("creating {}", seeds.display()))?;
     let work = WorkDir::new(&seeds, ".staging-")?;
+    let mut rendered: BTreeMap<&str, RenderedRole> = BTreeMap::new();
     let mut written = Vec::new();
     for node in nodes {
+        if !rendered.contains_key(node.role.as_str()) {
+            rendered.insert(&node.role, project.render(&node.role)?);
+        }
+        let payload = &rendered[node.role.as_str()].seed_files(&node.name);
         let files = seed_files(cluster, node);
         let dir = work.path().join(&node.name);
         std::fs::create_dir_all(&dir)?;
@@ -124,6 +135,12 @@ pub fn write_seeds(
         ] {
             let path = dir.join(name);
             fsutil::write_atomic(&path, content.as_bytes(), 0o644)?;
+            set_mtime(&path, source_date_epoch)?;
+        }
+        if !payload.is_empty() {
+            let path = dir.join(crate::payload::FILE_NAME);
+            let bytes = crate::payload::pack(payload, source_date_epoch)?;
+            fsutil::write_atomic(&path, &bytes, 0o600)?;
             set_mtime(&path, source_date_epoch)?;
         }
         set_mtime(&dir, source_date_epoch)?;
@@ -137,6 +154,7 @@ pub fn write_seeds(
             .env("SOURCE_DATE_EPOCH", source_date_epoch.to_string())
             .run()
             .with_context(|| format!("packing the seed of {}", node.name))?;
+        fsutil::set_mode(&iso, if payload.is_empty() { 0o644 } else { 0o600 })?;
         written.push(iso);
     }
     let mut index = ClusterIndex::read(&cluster_out)?;

@@ -33,6 +33,7 @@ pub mod network;
 pub mod pool;
 pub mod report;
 pub mod root;
+pub mod seeded;
 pub mod sources;
 pub mod status;
 pub mod steps;
@@ -190,6 +191,9 @@ fn apply_steps(
     until: Option<&str>,
     failed_step: &mut Option<String>,
 ) -> anyhow::Result<()> {
+    if let Some(detail) = seeded::stage_node_data(root, host)? {
+        println!("r2a-node: node data: {detail}");
+    }
     let config = Config::load(root)?;
     let identity = identity::resolve(root, host, &config)?;
     identity::record(root, &identity)?;

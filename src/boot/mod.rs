@@ -127,13 +127,7 @@ pub fn machine_for(
         None => None,
     };
     let signer = project.signer()?;
-    let seeds = crate::seed::write_seeds(
-        cluster,
-        &[node],
-        &options.out,
-        cluster.source_date_epoch()?,
-        signer.as_ref(),
-    )?;
+    let seeds = crate::seed::write_seeds(project, &[node], &options.out, signer.as_ref())?;
     let mut machine = Machine {
         firmware: options.firmware,
         ovmf_vars: None,

@@ -1,8 +1,7 @@
 //! The overlay stage: a work copy of the role layer, with the rendered overlay, the
 //! `r2a-node` agent and the role's services switched on or off.
 
-use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::Context;
 
@@ -11,6 +10,7 @@ use super::layer::LayerSpec;
 use super::{BuildContext, ImageTree, WorkDir};
 use crate::fsutil;
 use crate::overlay::RenderedRole;
+use crate::userdb::UserDb;
 
 /// Where the agent binary goes in every image.
 pub const AGENT_PATH: &str = "/usr/bin/r2a-node";
@@ -132,55 +132,4 @@ fn unit_exists(root: &Path, unit: &str) -> bool {
     ]
     .iter()
     .any(|dir| root.join(dir).join(unit).symlink_metadata().is_ok())
-}
-
-/// User and group ids of an image, from its own `/etc/passwd` and `/etc/group`: the
-/// host's ids mean nothing inside the image.
-pub struct UserDb {
-    users: HashMap<String, u32>,
-    groups: HashMap<String, u32>,
-    root: PathBuf,
-}
-
-impl UserDb {
-    /// Reads the tree's user database.
-    pub fn read(root: &Path) -> anyhow::Result<UserDb> {
-        let table = |file: &str| -> anyhow::Result<HashMap<String, u32>> {
-            let path = root.join(file);
-            let text = std::fs::read_to_string(&path)
-                .with_context(|| format!("reading {}", path.display()))?;
-            Ok(text
-                .lines()
-                .filter_map(|line| {
-                    let mut fields = line.split(':');
-                    let name = fields.next()?;
-                    let id = fields.nth(1)?.parse().ok()?;
-                    Some((name.to_string(), id))
-                })
-                .collect())
-        };
-        Ok(UserDb {
-            users: table("etc/passwd")?,
-            groups: table("etc/group")?,
-            root: root.to_path_buf(),
-        })
-    }
-
-    /// Gives `path` to `owner:group` as the image knows them.
-    pub fn chown(&self, path: &Path, owner: &str, group: &str) -> anyhow::Result<()> {
-        let uid = *self.users.get(owner).with_context(|| {
-            format!(
-                "user `{owner}` does not exist in the image {}",
-                self.root.display()
-            )
-        })?;
-        let gid = *self.groups.get(group).with_context(|| {
-            format!(
-                "group `{group}` does not exist in the image {}",
-                self.root.display()
-            )
-        })?;
-        std::os::unix::fs::lchown(path, Some(uid), Some(gid))
-            .with_context(|| format!("chown {owner}:{group} {}", path.display()))
-    }
 }

@@ -2,12 +2,13 @@
 //! and the squashfs are made once and shared: qcow2 and the ISO's installer start from
 //! the raw disk, the ISO and the PXE set from the squashfs.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use super::disk::{self, DiskIds, DiskLayout};
 use super::live::{self, KernelFiles};
 use super::{BuildContext, ImageTree, iso, pxe, tarball};
-use crate::manifest::Format;
+use crate::manifest::{Format, Node};
 
 /// One file written, relative to the role's output folder.
 pub struct Written {
@@ -15,6 +16,8 @@ pub struct Written {
     pub path: String,
     /// The format it belongs to.
     pub format: Format,
+    /// Whether it carries a node's secrets (readable by root only, whatever the image).
+    pub private: bool,
 }
 
 /// A role's outputs in the making.
@@ -54,6 +57,7 @@ impl<'t> RoleOutputs<'t> {
         let written = |path: &str| Written {
             path: path.to_string(),
             format,
+            private: false,
         };
         match format {
             Format::Tar => {
@@ -104,11 +108,13 @@ impl<'t> RoleOutputs<'t> {
                 let squashfs = self.squashfs(ctx)?;
                 let kernel = self.kernel()?;
                 let nodes: Vec<_> = ctx.project.cluster.nodes_of(&self.role).collect();
+                let payloads = self.payloads(ctx, &nodes)?;
                 pxe::write(
                     &kernel,
                     &squashfs,
                     &self.title(ctx),
                     &nodes,
+                    &payloads,
                     &self.dir.join("pxe"),
                     ctx.source_date_epoch,
                 )?;
@@ -120,12 +126,35 @@ impl<'t> RoleOutputs<'t> {
                     if let Some(mac) = &node.mac {
                         let stem = pxe::mac_file_stem(mac);
                         files.push(written(&format!("pxe/nodes/{stem}.ipxe")));
+                        if payloads.contains_key(&node.name) {
+                            files.push(Written {
+                                private: true,
+                                ..written(&format!("pxe/nodes/{}", pxe::payload_file(mac)))
+                            });
+                        }
                     }
                 }
                 let note = format!("{} node scripts", files.len() - pxe::FILES.len());
                 Ok((files, note))
             }
         }
+    }
+
+    /// The packed payload of each node listed with a MAC, under `node_data = "seed"`.
+    fn payloads(
+        &self,
+        ctx: &BuildContext<'_>,
+        nodes: &[&Node],
+    ) -> anyhow::Result<BTreeMap<String, Vec<u8>>> {
+        let mut payloads = BTreeMap::new();
+        for node in nodes.iter().filter(|node| node.mac.is_some()) {
+            let files = self.tree.overlay.seed_files(&node.name);
+            if !files.is_empty() {
+                let bytes = crate::payload::pack(&files, ctx.source_date_epoch)?;
+                payloads.insert(node.name.clone(), bytes);
+            }
+        }
+        Ok(payloads)
     }
 
     fn title(&self, ctx: &BuildContext<'_>) -> String {

@@ -12,7 +12,7 @@ use super::layer::LayerSpec;
 use super::{BuildContext, ImageTree, WorkDir};
 use crate::fsutil;
 use crate::hash::{KeyBuilder, sha256_file};
-use crate::manifest::Format;
+use crate::manifest::{Format, NodeData};
 use crate::overlay::RenderedRole;
 use crate::signing::{self, Signer};
 
@@ -41,6 +41,9 @@ pub struct ImageRecord {
     pub packages: BTreeMap<String, String>,
     /// Vendor packages left out by `vendor = "skip"`.
     pub vendor_skipped: Vec<String>,
+    /// Where the nodes' own files went: into the image, or into each node's seed.
+    #[serde(default)]
+    pub node_data: NodeData,
     /// Whether the image holds cluster secrets (its artifacts are then mode 0600).
     pub contains_secrets: bool,
     /// The artifacts.
@@ -271,7 +274,7 @@ impl Staging {
             let mut total = 0;
             for file in files {
                 let path = dir.join(&file.path);
-                fsutil::set_mode(&path, mode)?;
+                fsutil::set_mode(&path, if file.private { 0o600 } else { mode })?;
                 let size = std::fs::metadata(&path)?.len();
                 total += size;
                 artifacts.push(ArtifactRecord {
@@ -298,6 +301,7 @@ impl Staging {
             packages: installed_packages(&tree.root)?,
             sbom: Some(sbom),
             vendor_skipped: layer.vendor_skipped.clone(),
+            node_data: overlay.node_data,
             contains_secrets,
             artifacts,
         });

@@ -148,8 +148,15 @@ pub fn unmount(path: &Path) -> anyhow::Result<()> {
 }
 
 /// Writes the node's NoCloud seed into its (mounted) root, so cloud-init and the agent
-/// find out which node this is; the files land in the node's upper folder.
-pub fn write_seed(root: &Path, cluster: &Cluster, node: &Node) -> anyhow::Result<()> {
+/// find out which node this is; the files land in the node's upper folder. Under
+/// `node_data = "seed"` the node's payload comes from its published seed, `seed_iso`,
+/// as a real seed drive would carry it.
+pub fn write_seed(
+    root: &Path,
+    cluster: &Cluster,
+    node: &Node,
+    seed_iso: Option<&Path>,
+) -> anyhow::Result<()> {
     let files = crate::seed::seed_files(cluster, node);
     let dir = root.join(SEED_DIR);
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -159,6 +166,18 @@ pub fn write_seed(root: &Path, cluster: &Cluster, node: &Node) -> anyhow::Result
         ("network-config", files.network_config),
     ] {
         fsutil::write_atomic(&dir.join(name), content.as_bytes(), 0o644)?;
+    }
+    if let Some(iso) = seed_iso {
+        let payload = dir.join(crate::payload::FILE_NAME);
+        let _ = std::fs::remove_file(&payload);
+        Command::new("xorriso")
+            .args(["-osirrox", "on", "-indev"])
+            .arg(iso)
+            .args(["-extract", &format!("/{}", crate::payload::FILE_NAME)])
+            .arg(&payload)
+            .run()
+            .with_context(|| format!("reading {}'s payload from {}", node.name, iso.display()))?;
+        fsutil::set_mode(&payload, 0o600)?;
     }
     Ok(())
 }

@@ -166,6 +166,31 @@ pub struct BuildSettings {
     pub bootstrap: Bootstrap,
     /// Formats built when the command line names none.
     pub formats: Vec<Format>,
+    /// Where each node's own files (rendered configs, secrets, key and certificate) go.
+    pub node_data: NodeData,
+}
+
+/// Where each node's own files go (`[build] node_data`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NodeData {
+    /// Into the role image, one tree per node, so that an image boots with no seed (an
+    /// ISO install, a PXE boot of an unlisted machine). The default.
+    #[default]
+    Image,
+    /// Into each node's own seed (NoCloud, or a per-node PXE file): the role image holds no
+    /// secret and no node, and is the same bytes whatever nodes the manifest lists.
+    Seed,
+}
+
+impl NodeData {
+    /// The setting's name, as the manifest spells it.
+    pub fn name(self) -> &'static str {
+        match self {
+            NodeData::Image => "image",
+            NodeData::Seed => "seed",
+        }
+    }
 }
 
 /// Tool that creates the base layer.

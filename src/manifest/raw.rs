@@ -54,6 +54,7 @@ pub struct BuildSection {
     pub source_date_epoch: Option<Spanned<i64>>,
     pub bootstrap: Option<Spanned<String>>,
     pub formats: Option<Vec<Spanned<String>>>,
+    pub node_data: Option<Spanned<String>>,
 }
 
 /// `[database]`

@@ -9,7 +9,8 @@ use toml::Spanned;
 use super::raw;
 use super::{
     Bootstrap, BuildSettings, Cluster, DEFAULT_MIRROR, DEFAULT_SECURITY_MIRROR,
-    DEFAULT_SOURCE_DATE_EPOCH, DatabaseSettings, Debian, Format, ManifestFile, Network, SUITE,
+    DEFAULT_SOURCE_DATE_EPOCH, DatabaseSettings, Debian, Format, ManifestFile, Network, NodeData,
+    SUITE,
 };
 use crate::diag::{Diagnostics, InvalidInput, Source};
 use crate::hash::sha256_hex;
@@ -284,6 +285,7 @@ impl Checker<'_, '_> {
             source_date_epoch: None,
             bootstrap: None,
             formats: None,
+            node_data: None,
         });
         let bootstrap = match raw.bootstrap.as_ref().map(|b| b.get_ref().as_str()) {
             None | Some("mmdebstrap") => Bootstrap::Mmdebstrap,
@@ -296,6 +298,19 @@ impl Checker<'_, '_> {
                     "use \"mmdebstrap\" or \"debootstrap\"",
                 );
                 Bootstrap::Mmdebstrap
+            }
+        };
+        let node_data = match raw.node_data.as_ref().map(|n| n.get_ref().as_str()) {
+            None | Some("image") => NodeData::Image,
+            Some("seed") => NodeData::Seed,
+            Some(other) => {
+                let span = raw.node_data.as_ref().map(Spanned::span);
+                self.error(
+                    span,
+                    format!("unknown node_data `{other}`"),
+                    "use \"image\" (node files inside the role image) or \"seed\" (in each node's seed)",
+                );
+                NodeData::Image
             }
         };
         let mut formats = Vec::new();
@@ -331,6 +346,7 @@ impl Checker<'_, '_> {
             source_date_epoch,
             bootstrap,
             formats,
+            node_data,
         }
     }
 }

@@ -1,6 +1,7 @@
 //! Overlay trees: collecting `overlays/{common,<shared>,<role>}`, rendering `*.tera` files
 //! strictly for every node of a role, and splitting the result into files all nodes share
-//! and files the first-boot agent installs for its own node.
+//! and files the first-boot agent installs for its own node (from the image, or from the
+//! node's seed under `node_data = "seed"`).
 
 use std::collections::{BTreeMap, HashMap};
 use std::os::unix::fs::PermissionsExt;
@@ -12,12 +13,16 @@ use tera::{Context, Tera};
 
 use crate::diag::{Diagnostics, InvalidInput, Source};
 use crate::hash::KeyBuilder;
-use crate::manifest::{Cluster, Node};
+use crate::manifest::{Cluster, Node, NodeData};
 use crate::role::{FileRule, FirewallRule, Role, RoleSet};
 use crate::secrets::Secrets;
 
+mod seeded;
+
 /// Where in the image the per-node trees live; `r2a-node` installs its own at first boot.
 pub const NODE_TREES: &str = "/usr/lib/r2a/nodes";
+/// The cluster and its nodes, as `r2a-node` reads them.
+pub const CLUSTER_FILE: &str = "/etc/r2a/cluster.json";
 const TEMPLATE_SUFFIX: &str = ".tera";
 
 /// One file an image gets from its overlays.
@@ -42,22 +47,57 @@ pub struct OverlayFile {
 pub struct RenderedRole {
     /// Files identical for every node, installed directly.
     pub shared: Vec<OverlayFile>,
-    /// Files that differ between nodes, by node name.
+    /// Files that differ between nodes, by node name (under `node_data = "seed"` also
+    /// every file that would change with the node list or carries a secret).
     pub per_node: BTreeMap<String, Vec<OverlayFile>>,
+    /// Where the per-node files go.
+    pub node_data: NodeData,
 }
 
 impl RenderedRole {
-    /// Every file of the image: shared ones at their path, per-node ones under
-    /// [`NODE_TREES`]`/<node>/`.
+    /// Every file of the image: shared ones at their path and, when node data goes into
+    /// the image, per-node ones under [`NODE_TREES`]`/<node>/`.
     pub fn image_files(&self) -> Vec<OverlayFile> {
         let mut files = self.shared.clone();
-        for (node, node_files) in &self.per_node {
-            files.extend(node_files.iter().map(|file| OverlayFile {
-                path: format!("{NODE_TREES}/{node}{}", file.path),
-                ..file.clone()
-            }));
+        if self.node_data == NodeData::Image {
+            for node in self.per_node.keys() {
+                files.extend(self.node_tree(node));
+            }
         }
         files
+    }
+
+    /// The files a node's seed carries under `node_data = "seed"` (none otherwise): its
+    /// tree under [`NODE_TREES`]`/<node>/`, and the cluster file where the agent reads it
+    /// before it knows its name.
+    pub fn seed_files(&self, node: &str) -> Vec<OverlayFile> {
+        if self.node_data == NodeData::Image {
+            return Vec::new();
+        }
+        let mut files = self.node_tree(node);
+        files.extend(
+            self.per_node
+                .get(node)
+                .into_iter()
+                .flatten()
+                .filter(|file| file.path == CLUSTER_FILE)
+                .cloned(),
+        );
+        files.sort_by(|a, b| a.path.cmp(&b.path));
+        files
+    }
+
+    /// A node's own files at their place under [`NODE_TREES`].
+    fn node_tree(&self, node: &str) -> Vec<OverlayFile> {
+        self.per_node
+            .get(node)
+            .into_iter()
+            .flatten()
+            .map(|file| OverlayFile {
+                path: format!("{NODE_TREES}/{node}{}", file.path),
+                ..file.clone()
+            })
+            .collect()
     }
 
     /// The tree one node ends up with after first boot: shared plus its own files.
@@ -68,10 +108,12 @@ impl RenderedRole {
         files
     }
 
-    /// A content key over every file, its path, mode and owner.
+    /// A content key over every file, its path, mode and owner, wherever it goes (the PXE
+    /// set carries the seeds' payloads).
     pub fn key(&self) -> String {
-        let mut key = KeyBuilder::new();
-        for file in self.image_files() {
+        let mut key = KeyBuilder::new().add("node_data", self.node_data.name());
+        let node_files = self.per_node.keys().flat_map(|node| self.node_tree(node));
+        for file in self.shared.iter().cloned().chain(node_files) {
             key = key
                 .add("path", &file.path)
                 .add("content", &file.content)
@@ -132,24 +174,56 @@ pub fn render_role(inputs: &Inputs<'_>, role_name: &str) -> anyhow::Result<Rende
     }
     diagnostics.check()?;
 
-    let mut renders: Vec<(String, Vec<OverlayFile>)> = Vec::new();
-    for node in &nodes {
+    let renders = render_nodes(inputs, role, &tera, &sources, &nodes, &mut diagnostics)?;
+    diagnostics.dedup();
+    diagnostics.into_result(())?;
+    let rendered = match inputs.cluster.build.node_data {
+        NodeData::Image => split_by_node(renders),
+        NodeData::Seed => {
+            let probe = seeded::Probe::of(inputs);
+            let probe_nodes: Vec<&Node> = nodes
+                .iter()
+                .copied()
+                .chain(probe.cluster.node(&seeded::probe_node_name(role_name)))
+                .collect();
+            let probe_renders = render_nodes(
+                &probe.inputs(),
+                role,
+                &tera,
+                &sources,
+                &probe_nodes,
+                &mut Diagnostics::new(),
+            )?;
+            seeded::split(renders, &probe_renders, inputs.secrets)
+        }
+    };
+    check_secret_modes(&rendered, inputs, role)?;
+    Ok(rendered)
+}
+
+/// Renders every source file for each of `nodes`; template problems go to `diagnostics`.
+fn render_nodes(
+    inputs: &Inputs<'_>,
+    role: &Role,
+    tera: &Tera,
+    sources: &[SourceFile],
+    nodes: &[&Node],
+    diagnostics: &mut Diagnostics,
+) -> anyhow::Result<Vec<(String, Vec<OverlayFile>)>> {
+    let mut renders = Vec::new();
+    for node in nodes {
         let context = context_for(inputs, role, node)?;
         let mut files = Vec::new();
-        for file in &sources {
-            match render_file(&tera, file, &context) {
+        for file in sources {
+            match render_file(tera, file, &context) {
                 Ok(content) => files.push(with_rules(file, content, &inputs.roles.base, role)),
-                Err(problem) => push_render_problem(&mut diagnostics, file, problem),
+                Err(problem) => push_render_problem(diagnostics, file, problem),
             }
         }
         files.extend(generated_files(inputs.cluster, role)?);
         renders.push((node.name.clone(), files));
     }
-    diagnostics.dedup();
-    diagnostics.into_result(())?;
-    let rendered = split_by_node(renders);
-    check_secret_modes(&rendered, inputs, role)?;
-    Ok(rendered)
+    Ok(renders)
 }
 
 fn collect_sources(data_dir: &Path, role: &Role) -> anyhow::Result<Vec<SourceFile>> {
@@ -277,7 +351,7 @@ fn with_rules(file: &SourceFile, content: Vec<u8>, base: &Role, role: &Role) -> 
 fn generated_files(cluster: &Cluster, role: &Role) -> anyhow::Result<Vec<OverlayFile>> {
     Ok(vec![
         generated(
-            "/etc/r2a/cluster.json",
+            CLUSTER_FILE,
             to_json(&ClusterFile::from(cluster))?,
             "the manifest",
         ),
@@ -402,7 +476,11 @@ fn split_by_node(renders: Vec<(String, Vec<OverlayFile>)>) -> RenderedRole {
         })
         .filter(|(_, files): &(String, Vec<OverlayFile>)| !files.is_empty())
         .collect();
-    RenderedRole { shared, per_node }
+    RenderedRole {
+        shared,
+        per_node,
+        node_data: NodeData::Image,
+    }
 }
 
 /// A file that carries a secret must not be readable by everyone.
