@@ -77,6 +77,8 @@ timed trust-build "$image" --data "$work" build "$formats_manifest" --role porta
   --format tar --format raw --format qcow2 --format iso --format pxe \
   --out "$work/trust" --cache "$work/cache"
 timed verify "$image" --data "$work" verify "$formats_manifest" --out "$work/trust"
+timed verify-rebuild "$image" --data "$work" verify "$formats_manifest" --out "$work/trust" \
+  --rebuild --cache "$work/cache"
 sbom_time=$(sed -n 's/.*portal: sbom done in \([0-9.]*\)s.*/\1/p' "$work/trust-build.log")
 echo
 printf '%-34s %10s\n' "portal role, every format" "result"
@@ -84,6 +86,9 @@ printf '%-34s %9.1fs  (%s)\n' "SBOM written" "$sbom_time" \
   "$(du -h --apparent-size "$work/trust/r2a-bench/portal/sbom.spdx.json" | cut -f1)"
 printf '%-34s %9.1fs  (%s checked)\n' "verify: signature and every sum" "$(cat "$work/verify.seconds")" \
   "$(du -sh --apparent-size "$work/trust/r2a-bench" | cut -f1)"
+printf '%-34s %9.1fs  (%s of %s artifacts the same bytes, peak RSS %d MB)\n' "verify --rebuild" \
+  "$(cat "$work/verify-rebuild.seconds")" "$(grep -c 'same bytes on rebuild' "$work/verify-rebuild.log")" \
+  "$(grep -c 'on rebuild' "$work/verify-rebuild.log")" "$(( $(cat "$work/verify-rebuild.rss") / 1024 ))"
 
 # The boot matrix of the reference cluster: each role in the format its node boots from.
 matrix_out="$work/matrix"

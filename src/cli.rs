@@ -79,6 +79,19 @@ enum Command {
         /// The output folder the cluster was built into.
         #[arg(long, value_name = "DIR", default_value = "out")]
         out: PathBuf,
+        /// Also build every published role again into a temporary folder and compare each
+        /// artifact, naming the first file that differs.
+        #[arg(long)]
+        rebuild: bool,
+        /// The layer cache the rebuild uses.
+        #[arg(long, value_name = "DIR", default_value = DEFAULT_CACHE, requires = "rebuild")]
+        cache: PathBuf,
+        /// The r2a-node binary the images carry (default: the one beside r2a-image).
+        #[arg(long, value_name = "FILE", requires = "rebuild")]
+        agent: Option<PathBuf>,
+        /// The disk size the images were built with, when one was given.
+        #[arg(long, value_name = "SIZE", value_parser = parse_size, requires = "rebuild")]
+        disk_size: Option<u64>,
     },
     /// Shows what the build cache holds, or removes the layers no recent build used.
     Cache {
@@ -315,7 +328,29 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 println!("{}", path.display());
             }
         }
-        Command::Verify { manifest, out } => return verify(&data, &manifest, &out),
+        Command::Verify {
+            manifest,
+            out,
+            rebuild,
+            cache,
+            agent,
+            disk_size,
+        } => {
+            let rebuild = if rebuild {
+                crate::interrupt::install()?;
+                Some(crate::verify::RebuildOptions {
+                    cache: absolute_dir(&cache)?,
+                    agent: match agent {
+                        Some(agent) => agent,
+                        None => sibling_binary("r2a-node")?,
+                    },
+                    disk_size,
+                })
+            } else {
+                None
+            };
+            return crate::verify::run(&data, &manifest, &out, rebuild.as_ref());
+        }
         Command::Cache { action } => crate::cache::run(&data, action)?,
         Command::Boot(args) => boot(&data, args)?,
         Command::Build {
@@ -371,36 +406,6 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// `r2a-image verify`: every problem on stderr, one per line, naming its file; exit 1.
-fn verify(data: &Path, manifest: &Path, out: &Path) -> anyhow::Result<ExitCode> {
-    let project = Project::load(data, manifest, SecretsMode::ReadOnly)?;
-    let cluster = &project.cluster;
-    let signer = project.signer()?.with_context(|| {
-        format!(
-            "{} holds no signing key: `r2a-image build {}` makes it and signs what it publishes",
-            project.secrets.path.display(),
-            manifest.display()
-        )
-    })?;
-    let cluster_out = out.join(&cluster.name);
-    match crate::signing::verify(&cluster_out, signer.public_key())? {
-        Ok(files) => {
-            println!(
-                "{}: signature good, {files} files match {}, nothing extra",
-                cluster_out.display(),
-                crate::signing::SUMS
-            );
-            Ok(ExitCode::SUCCESS)
-        }
-        Err(problems) => {
-            for problem in problems {
-                eprintln!("{}: {problem}", cluster_out.display());
-            }
-            Ok(ExitCode::FAILURE)
-        }
-    }
 }
 
 /// Writes the files a node ends up with, as root:root with their modes (review copy).

@@ -1,6 +1,8 @@
 //! Rebuilds of the test cluster (root needed): what a rebuild reuses (every cached layer
 //! and unchanged image) and what it redoes (an overlay edit, a damaged cached layer), and
-//! what a failed or an invalid build leaves behind: nothing (stopped builds: `signals.rs`).
+//! what a failed or an invalid build leaves behind: nothing (stopped builds: `signals.rs`);
+//! two builds in different environments give the same bytes, and `verify --rebuild`
+//! names the file a changed artifact differs in.
 
 mod support;
 
@@ -312,14 +314,16 @@ fn two_builds_in_different_environments_give_the_same_bytes() {
     // The second: the cache moved (and moved back, whatever happens), and an environment
     // that differs in every way a build host can.
     let moved = fx.cache.with_file_name("r2a-test-cache-moved");
-    let _back = MovedBack::new(&fx.cache, &moved);
     let second = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
-    build(
-        second.path(),
-        &moved,
-        "umask 077; export TZ=Asia/Kathmandu LANG=de_DE.UTF-8 LC_ALL=de_DE.UTF-8; \
-         exec unshare --uts sh -c 'hostname another-builder; exec \"$@\"' build \"$@\"",
-    );
+    {
+        let _back = support::MovedBack::new(&fx.cache, &moved);
+        build(
+            second.path(),
+            &moved,
+            "umask 077; export TZ=Asia/Kathmandu LANG=de_DE.UTF-8 LC_ALL=de_DE.UTF-8; \
+             exec unshare --uts sh -c 'hostname another-builder; exec \"$@\"' build \"$@\"",
+        );
+    }
     let files = |out: &Path| -> Vec<(String, String)> {
         let role = out.join("r2a-test/portal");
         let mut files: Vec<(String, String)> = walkdir::WalkDir::new(&role)
@@ -362,28 +366,96 @@ fn two_builds_in_different_environments_give_the_same_bytes() {
         .collect();
     assert_eq!(one.len(), two.len(), "{one:?}\n{two:?}");
     assert!(differ.is_empty(), "these differ: {differ:?}");
+    verify_rebuild_names_the_changed_file(fx, first.path());
 }
 
-/// Moves a folder away and back again when dropped.
-struct MovedBack {
-    home: std::path::PathBuf,
-    away: std::path::PathBuf,
-}
+/// `verify --rebuild` on the first build with one byte of `/etc/r2a/role.json` changed in
+/// the tarball and in the raw disk: both are named down to that file, every other
+/// artifact is the same bytes on rebuild, and the exit status says something differs.
+fn verify_rebuild_names_the_changed_file(fx: &support::Fixture, out: &Path) {
+    let portal = out.join("r2a-test/portal");
+    let role_json = std::fs::read(
+        support::unpacked(&portal.join("rootfs.tar.gz"))
+            .path()
+            .join("etc/r2a/role.json"),
+    )
+    .unwrap();
+    let tarball = portal.join("rootfs.tar.gz");
+    let tar = out.join("rootfs.tar");
+    let mut plain = Vec::new();
+    std::io::Read::read_to_end(
+        &mut flate2::read::MultiGzDecoder::new(std::fs::File::open(&tarball).unwrap()),
+        &mut plain,
+    )
+    .unwrap();
+    std::fs::write(&tar, plain).unwrap();
+    support::search::flip_byte_in(&tar, &role_json, 10);
+    let mut encoder = flate2::write::GzEncoder::new(
+        std::fs::File::create(&tarball).unwrap(),
+        flate2::Compression::fast(),
+    );
+    std::io::copy(&mut std::fs::File::open(&tar).unwrap(), &mut encoder).unwrap();
+    encoder.finish().unwrap();
+    std::fs::remove_file(&tar).unwrap();
+    support::search::flip_byte_in(&portal.join("disk.raw"), &role_json, 10);
 
-impl MovedBack {
-    fn new(home: &Path, away: &Path) -> MovedBack {
-        std::fs::rename(home, away).unwrap();
-        MovedBack {
-            home: home.to_path_buf(),
-            away: away.to_path_buf(),
-        }
+    let verified = run_image_tool(
+        &[
+            "verify",
+            fx.manifest.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--rebuild",
+            "--cache",
+            fx.cache.to_str().unwrap(),
+            "--agent",
+            env!("CARGO_BIN_EXE_r2a-node"),
+        ],
+        None,
+    );
+    assert_eq!(verified.status.code(), Some(1), "{}", verified.stderr);
+    let differs = |artifact: &str| -> String {
+        let prefix = format!("{artifact}: differs on rebuild; first difference: ");
+        let line = verified
+            .stderr
+            .lines()
+            .find_map(|line| line.strip_prefix(&prefix));
+        line.unwrap_or_else(|| {
+            panic!(
+                "no difference reported for {artifact}:\n{}",
+                verified.stderr
+            )
+        })
+        .to_string()
+    };
+    assert_eq!(
+        differs("portal/rootfs.tar.gz"),
+        "etc/r2a/role.json (content, byte 10)"
+    );
+    let disk = differs("portal/disk.raw");
+    assert!(
+        disk.starts_with("partition-") && disk.ends_with(" > etc/r2a/role.json (content, byte 10)"),
+        "{disk}"
+    );
+    for same in [
+        "disk.qcow2",
+        "portal.iso",
+        "pxe/rootfs.cpio",
+        "pxe/boot.ipxe",
+        "sbom.spdx.json",
+    ] {
+        let line = format!("portal/{same}: same bytes on rebuild");
+        assert!(
+            verified.stdout.lines().any(|l| l == line),
+            "{line}:\n{}",
+            verified.stdout
+        );
     }
-}
-
-impl Drop for MovedBack {
-    fn drop(&mut self) {
-        std::fs::rename(&self.away, &self.home).unwrap();
-    }
+    assert_eq!(
+        support::hidden_entries(out),
+        Vec::<std::ffi::OsString>::new(),
+        "the rebuild's folder is left"
+    );
 }
 
 #[test]

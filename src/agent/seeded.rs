@@ -36,7 +36,7 @@ pub fn stage_node_data(root: &Root, host: &mut dyn Host) -> anyhow::Result<Optio
     let Some((bytes, origin)) = find_payload(root, host)? else {
         return Err(config_error(format!(
             "{} is missing and no seed carries this node's files: the image was built with \
-             node_data = \"seed\", so give the node its seed (`r2a-image seed MANIFEST NODE`, \
+             node_data = \"seed\", so give the node its seed (`r2a-image seed MANIFEST --node NODE`, \
              attached as a drive; over PXE, list the node's MAC so that it gets \
              nodes/<mac>.cpio)",
             root.path(CLUSTER_FILE).display()

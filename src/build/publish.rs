@@ -2,7 +2,7 @@
 //! into place only when every role succeeded; `SHA256SUMS` and `manifest.json` are
 //! rewritten atomically to cover every published artifact.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use anyhow::Context;
@@ -20,18 +20,20 @@ use crate::signing::{self, Signer};
 pub use crate::signing::INDEX;
 
 /// Bumped when the way artifacts are made changes.
-const OUTPUT_RECIPE: &str = "2";
+const OUTPUT_RECIPE: &str = "3";
 
 /// What `manifest.json` says of one role's image.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ImageRecord {
     /// The role.
     pub role: String,
-    /// sha256 of everything the artifacts are made from; equal keys mean equal artifacts.
+    /// sha256 of everything the image is made from; equal keys mean equal images (its
+    /// identifiers derive from it).
     pub key: String,
     /// The package layers, base first.
     pub layers: Vec<LayerSpec>,
-    /// Key of the rendered overlay.
+    /// Key of the rendered overlay, the nodes' own files included wherever they go (the
+    /// PXE set carries them under `node_data = "seed"`).
     pub overlay_key: String,
     /// sha256 of the `r2a-node` binary inside.
     pub agent_sha256: String,
@@ -135,6 +137,11 @@ impl ClusterIndex {
         })
     }
 
+    /// Every image, by role.
+    pub fn images(&self) -> &BTreeMap<String, ImageRecord> {
+        &self.images
+    }
+
     /// The published image of `role`, if any.
     pub fn image(&self, role: &str) -> Option<&ImageRecord> {
         self.images.get(role)
@@ -225,15 +232,20 @@ impl Staging {
     ) -> anyhow::Result<bool> {
         let stage = ctx.progress.stage(format!("{role}: check published image"));
         let key = artifact_key(ctx, layer, overlay);
-        let Some(record) = self.previous.images.get(role).filter(|r| r.key == key) else {
+        let overlay_key = overlay.key();
+        let Some(record) = self
+            .previous
+            .images
+            .get(role)
+            .filter(|r| r.key == key && r.overlay_key == overlay_key)
+        else {
             stage.finish("changed");
             return Ok(false);
         };
         let out = ctx.cluster_out();
-        let wanted: Vec<Format> = ctx.formats.clone();
-        let complete = wanted
-            .iter()
-            .all(|format| record.artifacts.iter().any(|a| a.format == *format));
+        let wanted: BTreeSet<Format> = ctx.formats.iter().copied().collect();
+        let published: BTreeSet<Format> = record.artifacts.iter().map(|a| a.format).collect();
+        let complete = wanted == published;
         let intact = complete
             && record.sbom.is_some()
             && record
@@ -335,15 +347,16 @@ impl Staging {
     }
 }
 
+/// The image's key: what its contents and identifiers derive from. The formats are not in
+/// it (a disk has the same identifiers whatever else is built beside it); they are
+/// compared on their own before an image is kept.
 fn artifact_key(ctx: &BuildContext<'_>, layer: &LayerSpec, overlay: &RenderedRole) -> String {
-    let formats: Vec<String> = ctx.formats.iter().map(|f| f.name().to_string()).collect();
     KeyBuilder::new()
         .add("recipe", OUTPUT_RECIPE)
         .add("layer", &layer.key)
-        .add("overlay", overlay.key())
+        .add("overlay", overlay.image_key())
         .add("agent", &ctx.agent_sha256)
         .add("epoch", ctx.source_date_epoch.to_string())
-        .add_list("formats", &formats)
         .finish()
 }
 

@@ -172,7 +172,7 @@ impl Harness {
             iso.is_file(),
             crate::diag::UsageError(format!(
                 "{} is missing: the cluster keeps node data in seeds (node_data = \"seed\"), so \
-                 each node boots with its seed; write it with `r2a-image seed {} {}`",
+                 each node boots with its seed; write it with `r2a-image seed {} --node {}`",
                 iso.display(),
                 self.cluster.manifest.path.display(),
                 node.name

@@ -8,7 +8,6 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
-use serde::Serialize;
 use tera::{Context, Tera};
 
 use crate::diag::{Diagnostics, InvalidInput, Source};
@@ -17,7 +16,10 @@ use crate::manifest::{Cluster, Node, NodeData};
 use crate::role::{FileRule, FirewallRule, Role, RoleSet};
 use crate::secrets::Secrets;
 
+mod generated;
 mod seeded;
+
+use generated::{ClusterFile, generated_files};
 
 /// Where in the image the per-node trees live; `r2a-node` installs its own at first boot.
 pub const NODE_TREES: &str = "/usr/lib/r2a/nodes";
@@ -111,19 +113,33 @@ impl RenderedRole {
     /// A content key over every file, its path, mode and owner, wherever it goes (the PXE
     /// set carries the seeds' payloads).
     pub fn key(&self) -> String {
-        let mut key = KeyBuilder::new().add("node_data", self.node_data.name());
         let node_files = self.per_node.keys().flat_map(|node| self.node_tree(node));
-        for file in self.shared.iter().cloned().chain(node_files) {
-            key = key
-                .add("path", &file.path)
-                .add("content", &file.content)
-                .add(
-                    "meta",
-                    format!("{:o} {}:{}", file.mode, file.owner, file.group),
-                );
-        }
-        key.finish()
+        files_key(
+            self.node_data,
+            self.shared.iter().cloned().chain(node_files),
+        )
     }
+
+    /// A content key over the files of the image only: under `node_data = "seed"` it does
+    /// not change with the node list, and neither do the identifiers derived from it.
+    pub fn image_key(&self) -> String {
+        files_key(self.node_data, self.image_files().into_iter())
+    }
+}
+
+/// A key over files: path, content, mode and owner of each.
+fn files_key(node_data: NodeData, files: impl Iterator<Item = OverlayFile>) -> String {
+    let mut key = KeyBuilder::new().add("node_data", node_data.name());
+    for file in files {
+        key = key
+            .add("path", &file.path)
+            .add("content", &file.content)
+            .add(
+                "meta",
+                format!("{:o} {}:{}", file.mode, file.owner, file.group),
+            );
+    }
+    key.finish()
 }
 
 /// Everything rendering reads.
@@ -345,68 +361,6 @@ fn with_rules(file: &SourceFile, content: Vec<u8>, base: &Role, role: &Role) -> 
         group: rule.map_or("root".to_string(), |r| r.group.clone()),
         origin: file.source.clone(),
     }
-}
-
-/// Files the builder writes itself: the cluster and role model for `r2a-node`.
-fn generated_files(cluster: &Cluster, role: &Role) -> anyhow::Result<Vec<OverlayFile>> {
-    Ok(vec![
-        generated(
-            CLUSTER_FILE,
-            to_json(&ClusterFile::from(cluster))?,
-            "the manifest",
-        ),
-        generated(
-            "/etc/r2a/role.json",
-            to_json(role)?,
-            &format!("roles/{}.toml", role.name),
-        ),
-    ])
-}
-
-/// The cluster as templates and `r2a-node` (`/etc/r2a/cluster.json`) see it: build-host
-/// details (the manifest's path, vendor sources) stay out of the image.
-#[derive(Serialize)]
-struct ClusterFile<'a> {
-    name: &'a str,
-    domain: &'a str,
-    debian: &'a crate::manifest::Debian,
-    network: &'a crate::manifest::Network,
-    nodes: &'a [Node],
-    ssh_authorized_keys: &'a [String],
-    database: &'a crate::manifest::DatabaseSettings,
-    manifest_sha256: &'a str,
-}
-
-impl<'a> From<&'a Cluster> for ClusterFile<'a> {
-    fn from(cluster: &'a Cluster) -> Self {
-        ClusterFile {
-            name: &cluster.name,
-            domain: &cluster.domain,
-            debian: &cluster.debian,
-            network: &cluster.network,
-            nodes: &cluster.nodes,
-            ssh_authorized_keys: &cluster.ssh_authorized_keys,
-            database: &cluster.database,
-            manifest_sha256: &cluster.manifest.sha256,
-        }
-    }
-}
-
-fn generated(path: &str, content: Vec<u8>, from: &str) -> OverlayFile {
-    OverlayFile {
-        path: path.to_string(),
-        content,
-        mode: 0o644,
-        owner: "root".to_string(),
-        group: "root".to_string(),
-        origin: PathBuf::from(format!("(generated from {from})")),
-    }
-}
-
-fn to_json(value: &impl Serialize) -> anyhow::Result<Vec<u8>> {
-    let mut bytes = serde_json::to_vec_pretty(value)?;
-    bytes.push(b'\n');
-    Ok(bytes)
 }
 
 fn push_render_problem(diagnostics: &mut Diagnostics, file: &SourceFile, error: tera::Error) {

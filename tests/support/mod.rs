@@ -7,6 +7,7 @@ pub mod db_cluster;
 pub mod image;
 pub mod processes;
 pub mod reference;
+pub mod search;
 
 pub use image::unpacked;
 pub use processes::processes_mentioning;
@@ -459,5 +460,27 @@ fn make_vendor_debs(folder: &Path) {
             .status()
             .unwrap();
         assert!(status.success(), "dpkg-deb failed");
+    }
+}
+
+/// Moves a folder away and back again when dropped.
+pub struct MovedBack {
+    home: std::path::PathBuf,
+    away: std::path::PathBuf,
+}
+
+impl MovedBack {
+    pub fn new(home: &Path, away: &Path) -> MovedBack {
+        std::fs::rename(home, away).unwrap();
+        MovedBack {
+            home: home.to_path_buf(),
+            away: away.to_path_buf(),
+        }
+    }
+}
+
+impl Drop for MovedBack {
+    fn drop(&mut self) {
+        std::fs::rename(&self.away, &self.home).unwrap();
     }
 }
