@@ -165,12 +165,20 @@ fn secrets_stay_out_of_role_images_under_node_data_seed() {
     assert_eq!(names(needles.find_in(&seed)), portal_secrets);
 
     phase("grown build compared");
-    // portal1 on a machine (QEMU): the qcow2 with its seed drive, which the agent mounts
-    // and reads, and PXE under BIOS, where iPXE chains to the node's script, which names
-    // it on the kernel command line and adds nodes/<mac>.cpio for the initramfs to hand on.
-    for (format, firmware, accel, origin) in [
-        ("qcow2", "uefi", "auto", "r2a-node.tar on /dev/"),
-        ("pxe", "bios", "tcg", "/run/r2a/node-data.tar"),
+    // portal1 on a machine (QEMU, BIOS): the qcow2 with its seed drive, which the agent
+    // mounts and reads, and PXE, where iPXE chains to the node's script, which names it on
+    // the kernel command line and adds nodes/<mac>.cpio for the initramfs to hand on.
+    for (format, origin, identified_by) in [
+        (
+            "qcow2",
+            "r2a-node.tar on /dev/",
+            "found by cloud-init NoCloud data",
+        ),
+        (
+            "pxe",
+            "/run/r2a/node-data.tar",
+            "found by kernel command line",
+        ),
     ] {
         let booted = run_image_tool(
             &[
@@ -186,9 +194,9 @@ fn secrets_stay_out_of_role_images_under_node_data_seed() {
                 "--format",
                 format,
                 "--firmware",
-                firmware,
+                "bios",
                 "--accel",
-                accel,
+                "tcg",
                 "--memory",
                 "3072",
             ],
@@ -206,6 +214,7 @@ fn secrets_stay_out_of_role_images_under_node_data_seed() {
         };
         let staged = console_line("r2a-node: node data: ");
         assert!(staged.contains(origin), "{format}: {staged}");
+        console_line(identified_by);
         if format == "pxe" {
             let command_line = console_line("Command line: ");
             assert!(
@@ -217,7 +226,6 @@ fn secrets_stay_out_of_role_images_under_node_data_seed() {
                 "{command_line}"
             );
             assert!(!command_line.contains("r2a.medium"), "{command_line}");
-            console_line("found by kernel command line");
         }
     }
     phase("QEMU boots");
