@@ -51,7 +51,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 
 use crate::exec::{Tool, require_tools};
-use crate::manifest::{Cluster, Node, NodeData};
+use crate::manifest::{Cluster, Node};
 use names::NodeNames;
 use rootfs::NodeDirs;
 use state::{ProcessRecord, Record, StateLock};
@@ -156,29 +156,6 @@ impl Harness {
             out,
             state_dir,
         })
-    }
-
-    /// The node's published seed, which carries its files under `node_data = "seed"`.
-    fn published_seed(&self, node: &Node) -> anyhow::Result<Option<PathBuf>> {
-        if self.cluster.build.node_data != NodeData::Seed {
-            return Ok(None);
-        }
-        let iso = self
-            .out
-            .join(&self.cluster.name)
-            .join("seeds")
-            .join(format!("{}.iso", node.name));
-        anyhow::ensure!(
-            iso.is_file(),
-            crate::diag::UsageError(format!(
-                "{} is missing: the cluster keeps node data in seeds (node_data = \"seed\"), so \
-                 each node boots with its seed; write it with `r2a-image seed {} --node {}`",
-                iso.display(),
-                self.cluster.manifest.path.display(),
-                node.name
-            ))
-        );
-        Ok(Some(iso))
     }
 
     /// The cluster.
@@ -434,7 +411,7 @@ impl Harness {
         entry.overlay = Some(dirs.root());
         record.save(&self.state_dir)?;
         rootfs::mount_overlay(&lower, &dirs)?;
-        let seed_iso = self.published_seed(node)?;
+        let seed_iso = rootfs::published_seed(&self.out, &self.cluster, node)?;
         rootfs::write_seed(&dirs.root(), &self.cluster, node, seed_iso.as_deref())?;
 
         let disk = match &node.data_disk {

@@ -10,7 +10,7 @@ use anyhow::{Context, bail};
 
 use crate::exec::CommandExt;
 use crate::fsutil;
-use crate::manifest::{Cluster, Node};
+use crate::manifest::{Cluster, Node, NodeData};
 
 /// The size of a data disk when the node declares no `disk` size (as `r2a-image boot`).
 pub const DEFAULT_DATA_DISK_BYTES: u64 = 16 << 30;
@@ -180,6 +180,32 @@ pub fn write_seed(
         fsutil::set_mode(&payload, 0o600)?;
     }
     Ok(())
+}
+
+/// The node's published seed, which carries its files under `node_data = "seed"`.
+pub fn published_seed(
+    out: &Path,
+    cluster: &Cluster,
+    node: &Node,
+) -> anyhow::Result<Option<PathBuf>> {
+    if cluster.build.node_data != NodeData::Seed {
+        return Ok(None);
+    }
+    let iso = out
+        .join(&cluster.name)
+        .join("seeds")
+        .join(format!("{}.iso", node.name));
+    anyhow::ensure!(
+        iso.is_file(),
+        crate::diag::UsageError(format!(
+            "{} is missing: the cluster keeps node data in seeds (node_data = \"seed\"), so \
+             each node boots with its seed; write it with `r2a-image seed {} --node {}`",
+            iso.display(),
+            cluster.manifest.path.display(),
+            node.name
+        ))
+    );
+    Ok(Some(iso))
 }
 
 /// A loop device over the node's data disk file (made blank and sparse the first time),
