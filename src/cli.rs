@@ -340,10 +340,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 crate::interrupt::install()?;
                 Some(crate::verify::RebuildOptions {
                     cache: absolute_dir(&cache)?,
-                    agent: match agent {
-                        Some(agent) => agent,
-                        None => sibling_binary("r2a-node")?,
-                    },
+                    agent: agent_or_sibling(agent)?,
                     disk_size,
                 })
             } else {
@@ -372,10 +369,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let project = Project::load(&data, &manifest, SecretsMode::Create)?;
             // A role the manifest lacks is refused before any folder is made.
             project.roles_to_build(&roles)?;
-            let agent = match agent {
-                Some(agent) => agent,
-                None => sibling_binary("r2a-node")?,
-            };
+            let agent = agent_or_sibling(agent)?;
             // Chroot and mount commands get absolute paths, whatever their working folder.
             let (out, cache) = (absolute_dir(&out)?, absolute_dir(&cache)?);
             let options = BuildOptions {
@@ -451,6 +445,11 @@ fn find_node<'a>(project: &'a Project, name: &str) -> anyhow::Result<&'a crate::
         ))
         .into()
     })
+}
+
+/// The `r2a-node` the command line names, else the one beside this binary.
+fn agent_or_sibling(agent: Option<PathBuf>) -> anyhow::Result<PathBuf> {
+    agent.map_or_else(|| sibling_binary("r2a-node"), Ok)
 }
 
 /// A binary installed beside the running one (cargo puts both in target/<profile>/).

@@ -3,7 +3,7 @@
 //! and files the first-boot agent installs for its own node (from the image, or from the
 //! node's seed under `node_data = "seed"`).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashSet};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
@@ -402,38 +402,58 @@ fn error_chain(error: &tera::Error) -> String {
 }
 
 fn split_by_node(renders: Vec<(String, Vec<OverlayFile>)>) -> RenderedRole {
-    let mut variants: HashMap<String, Vec<&OverlayFile>> = HashMap::new();
-    for (_, files) in &renders {
-        for file in files {
-            variants.entry(file.path.clone()).or_default().push(file);
-        }
+    let shared = identical_paths(&renders)
+        .into_keys()
+        .map(str::to_string)
+        .collect();
+    partition(renders, &shared, NodeData::Image)
+}
+
+/// The paths rendered the same in every one of `renders`, each with that render.
+fn identical_paths<'a>(
+    renders: impl IntoIterator<Item = &'a (String, Vec<OverlayFile>)>,
+) -> BTreeMap<&'a str, &'a OverlayFile> {
+    let mut variants: BTreeMap<&str, Vec<&OverlayFile>> = BTreeMap::new();
+    for file in renders.into_iter().flat_map(|(_, files)| files) {
+        variants.entry(&file.path).or_default().push(file);
     }
-    let is_shared = |path: &str| variants[path].windows(2).all(|pair| pair[0] == pair[1]);
-    let mut shared: Vec<OverlayFile> = renders[0]
-        .1
+    variants
+        .into_iter()
+        .filter(|(_, files)| files.windows(2).all(|pair| pair[0] == pair[1]))
+        .map(|(path, files)| (path, files[0]))
+        .collect()
+}
+
+/// Files at the `shared` paths go once into the role, the others to each node.
+fn partition(
+    renders: Vec<(String, Vec<OverlayFile>)>,
+    shared: &HashSet<String>,
+    node_data: NodeData,
+) -> RenderedRole {
+    let mut kept: Vec<OverlayFile> = renders
+        .first()
+        .map(|(_, files)| files.as_slice())
+        .unwrap_or_default()
         .iter()
-        .filter(|f| is_shared(&f.path))
+        .filter(|file| shared.contains(&file.path))
         .cloned()
         .collect();
-    shared.sort_by(|a, b| a.path.cmp(&b.path));
+    kept.sort_by(|a, b| a.path.cmp(&b.path));
     let per_node = renders
-        .iter()
+        .into_iter()
         .map(|(node, files)| {
-            (
-                node.clone(),
-                files
-                    .iter()
-                    .filter(|f| !is_shared(&f.path))
-                    .cloned()
-                    .collect(),
-            )
+            let own: Vec<OverlayFile> = files
+                .into_iter()
+                .filter(|file| !shared.contains(&file.path))
+                .collect();
+            (node, own)
         })
-        .filter(|(_, files): &(String, Vec<OverlayFile>)| !files.is_empty())
+        .filter(|(_, own)| !own.is_empty())
         .collect();
     RenderedRole {
-        shared,
+        shared: kept,
         per_node,
-        node_data: NodeData::Image,
+        node_data,
     }
 }
 

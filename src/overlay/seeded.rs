@@ -3,10 +3,10 @@
 //! one more node of every role, and carries no secret; every other file goes into each
 //! node's seed. The extra nodes are a probe, rendered and thrown away, never written.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::net::Ipv4Addr;
 
-use super::{Inputs, OverlayFile, RenderedRole};
+use super::{Inputs, OverlayFile, RenderedRole, identical_paths, partition};
 use crate::manifest::{Cluster, Node, NodeData};
 use crate::secrets::Secrets;
 
@@ -85,40 +85,12 @@ pub fn split(
     probe: &[(String, Vec<OverlayFile>)],
     secrets: &Secrets,
 ) -> RenderedRole {
-    let mut variants: BTreeMap<&str, Vec<&OverlayFile>> = BTreeMap::new();
-    for file in renders.iter().chain(probe).flat_map(|(_, files)| files) {
-        variants.entry(&file.path).or_default().push(file);
-    }
-    let image_paths: HashSet<String> = variants
-        .iter()
-        .filter(|(_, files)| files.windows(2).all(|pair| pair[0] == pair[1]))
-        .filter(|(_, files)| secrets.found_in(&files[0].content).next().is_none())
+    let image_paths: HashSet<String> = identical_paths(renders.iter().chain(probe))
+        .into_iter()
+        .filter(|(_, file)| secrets.found_in(&file.content).next().is_none())
         .map(|(path, _)| path.to_string())
         .collect();
-    let mut shared: Vec<OverlayFile> = renders
-        .first()
-        .map(|(_, files)| files.as_slice())
-        .unwrap_or_default()
-        .iter()
-        .filter(|file| image_paths.contains(&file.path))
-        .cloned()
-        .collect();
-    shared.sort_by(|a, b| a.path.cmp(&b.path));
-    let per_node = renders
-        .into_iter()
-        .map(|(node, files)| {
-            let own = files
-                .into_iter()
-                .filter(|file| !image_paths.contains(&file.path))
-                .collect();
-            (node, own)
-        })
-        .collect();
-    RenderedRole {
-        shared,
-        per_node,
-        node_data: NodeData::Seed,
-    }
+    partition(renders, &image_paths, NodeData::Seed)
 }
 
 #[cfg(test)]
