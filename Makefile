@@ -8,12 +8,12 @@ CACHE    ?= .cache
 SUDO     := $(if $(filter 0,$(shell id -u)),,sudo)
 
 # Host tools the builder and the tests run (`r2a-image build` names them when missing):
-# bootstrap, disk images (GPT, FAT, ext4, GRUB for UEFI and BIOS), squashfs and ISO, and
-# QEMU with OVMF, SeaBIOS and iPXE for `r2a-image boot`.
+# bootstrap, disk images (GPT, FAT, ext4), squashfs and ISO, and QEMU with OVMF, SeaBIOS
+# and iPXE for `r2a-image boot`. GRUB is not among them: the build installs it from the
+# image's own Debian release into a layer of its own and runs it there.
 HOST_PACKAGES := mmdebstrap debootstrap arch-test apt-utils util-linux coreutils dpkg xorriso \
                  tar gzip ca-certificates time bc systemd-container iproute2 \
                  fdisk dosfstools mtools e2fsprogs squashfs-tools \
-                 grub-common grub-pc-bin grub-efi-amd64-bin \
                  qemu-system-x86 ovmf seabios ipxe-qemu openssh-client python3 python3-venv
 # The tests check every SBOM with an independent SPDX validator, the spdx-tools Python
 # package, kept in a virtual environment of its own under target/.

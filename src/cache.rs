@@ -42,11 +42,14 @@ pub struct CacheReport {
     pub unfinished: Vec<String>,
 }
 
-/// The layer folders `project` uses: its base layer and every role's.
+/// The layer folders `project` uses: its base layer, the boot tools' and every role's.
 pub fn layers_in_use(project: &Project) -> anyhow::Result<BTreeSet<String>> {
     let cluster = &project.cluster;
     let base = layer::base_spec(cluster, &project.roles, cluster.build.bootstrap)?;
-    let mut folders = BTreeSet::from([layer::folder_name(&base)]);
+    let mut folders = BTreeSet::from([
+        layer::folder_name(&base),
+        layer::folder_name(&layer::boot_tools_spec(&base)),
+    ]);
     for name in cluster.roles_in_use() {
         let role = project.roles.get(&name).context("a role in use exists")?;
         folders.insert(layer::folder_name(&layer::role_spec(cluster, &base, role)?));

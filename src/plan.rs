@@ -20,6 +20,8 @@ pub struct Plan {
     pub bootstrap: String,
     /// The base layer.
     pub base: LayerPlan,
+    /// GRUB's layer, when a format boots.
+    pub boot_tools: Option<LayerPlan>,
     /// One entry per role to build.
     pub roles: Vec<RolePlan>,
     /// Telephony capacity, from the seed's scaling reference.
@@ -139,8 +141,18 @@ pub fn plan(
             role: name,
         });
     }
+    let boot_tools = crate::build::boot_tools::needed(&formats).then(|| {
+        let spec = layer::boot_tools_spec(&base);
+        specs.push(spec.clone());
+        LayerPlan {
+            cached: store.contains(&spec),
+            key: spec.key,
+            packages: spec.packages,
+        }
+    });
     Ok(Plan {
         cluster: cluster.name.clone(),
+        boot_tools,
         bootstrap: base.tool.clone().unwrap_or_default(),
         base: LayerPlan {
             cached: store.contains(&base),
@@ -232,6 +244,15 @@ impl Plan {
             hit(self.base.cached),
             self.base.packages.len()
         );
+        if let Some(tools) = &self.boot_tools {
+            let _ = writeln!(
+                text,
+                "boot tools  {}  {}  {}",
+                &tools.key[..12],
+                hit(tools.cached),
+                tools.packages.join(" ")
+            );
+        }
         for role in &self.roles {
             let _ = writeln!(text, "\nrole {}", role.role);
             let nodes: Vec<String> = role

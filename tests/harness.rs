@@ -46,6 +46,7 @@ fn a_cluster_runs_on_one_machine_and_goes_without_a_trace() {
     harness.down().unwrap();
     let lab = Lab(harness);
     let harness = &lab.0;
+    an_up_killed_midway_leaves_nothing_after_down(harness, fx);
     let started = Instant::now();
 
     harness.up(&["db1", "db2", "portal1"]).unwrap();
@@ -203,6 +204,39 @@ fn the_command_line_names_the_build_of_a_missing_role_and_reports_a_cluster_that
         exec.stderr
     );
     assert!(cluster(&["down"]).status.success());
+}
+
+/// `r2a-image cluster up` killed (SIGKILL, no cleanup of its own) once its first
+/// container runs and before the boots are done: `down` finds everything it made from its
+/// record and removes it.
+fn an_up_killed_midway_leaves_nothing_after_down(harness: &Harness, fx: &support::Fixture) {
+    let mut up = std::process::Command::new(env!("CARGO_BIN_EXE_r2a-image"))
+        .args(["cluster", fx.manifest.to_str().unwrap()])
+        .args(["--out", fx.out.to_str().unwrap()])
+        .args(["--state", harness.state_dir().to_str().unwrap()])
+        .args(["up", "--nodes", "db1,db2,portal1"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + BOOT_LIMIT;
+    while !harness.is_running("db1").unwrap_or(false) {
+        assert!(
+            up.try_wait().unwrap().is_none(),
+            "`cluster up` ended before db1 ran"
+        );
+        assert!(Instant::now() < deadline, "db1 never started");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    up.kill().unwrap();
+    up.wait().unwrap();
+    assert!(
+        harness.has_resources().unwrap(),
+        "the killed up left nothing to remove"
+    );
+    harness.down().unwrap();
+    assert_nothing_left(harness);
 }
 
 /// The node's systemd has finished booting and its agent has done every common step.

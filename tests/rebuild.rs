@@ -1,7 +1,8 @@
 //! Rebuilds of the test cluster (root needed): what a rebuild reuses (every cached layer
 //! and unchanged image) and what it redoes (an overlay edit, a damaged cached layer), and
 //! what a failed or an invalid build leaves behind: nothing (stopped builds: `signals.rs`);
-//! two builds in different environments give the same bytes, and `verify --rebuild`
+//! two builds in different environments, the second making its package layers anew, give
+//! the same bytes, and `verify --rebuild`
 //! names the file a changed artifact differs in.
 
 mod support;
@@ -173,8 +174,23 @@ fn a_locked_build_follows_the_lock_and_refuses_one_the_sources_do_not_match() {
     let path = fx.manifest.with_file_name("r2a.lock");
     let written = std::fs::read_to_string(&path).unwrap();
     let lock: r2a::lock::Lock = toml::from_str(&written).unwrap();
+    // The boot tools' layer is there once a build made a format that boots.
     let names: Vec<&str> = lock.layers.iter().map(|l| l.name.as_str()).collect();
-    assert_eq!(names, ["base", "db", "portal"]);
+    let images: Vec<&str> = names
+        .iter()
+        .copied()
+        .filter(|n| *n != "boot-tools")
+        .collect();
+    assert_eq!(images, ["base", "db", "portal"]);
+    if let Some(tools) = lock.layers.iter().find(|l| l.name == "boot-tools") {
+        assert!(
+            tools
+                .packages
+                .iter()
+                .any(|p| p.name == "grub-efi-amd64-bin"),
+            "{tools:?}"
+        );
+    }
     let base = &lock.layers[0].packages;
     let bash = base
         .iter()
@@ -311,8 +327,10 @@ fn two_builds_in_different_environments_give_the_same_bytes() {
     };
     let first = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
     build(first.path(), &fx.cache, "exec \"$@\"");
-    // The second: the cache moved (and moved back, whatever happens), and an environment
-    // that differs in every way a build host can.
+    // The second: the cache moved (and moved back, whatever happens), its package layers
+    // made again from the packages (`--refresh`: the kernel's initramfs and everything
+    // the packages' scripts generate made anew), and an environment that differs in
+    // every way a build host can.
     let moved = fx.cache.with_file_name("r2a-test-cache-moved");
     let second = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
     {
@@ -321,7 +339,8 @@ fn two_builds_in_different_environments_give_the_same_bytes() {
             second.path(),
             &moved,
             "umask 077; export TZ=Asia/Kathmandu LANG=de_DE.UTF-8 LC_ALL=de_DE.UTF-8; \
-             exec unshare --uts sh -c 'hostname another-builder; exec \"$@\"' build \"$@\"",
+             exec unshare --uts sh -c 'hostname another-builder; exec \"$@\" --refresh' \
+             build \"$@\"",
         );
     }
     let files = |out: &Path| -> Vec<(String, String)> {

@@ -97,7 +97,7 @@ fn set_services(
 ) -> anyhow::Result<()> {
     let roles = &ctx.project.roles;
     let role = roles.get(role_name).context("unknown role")?;
-    let chroot = Chroot::new(root);
+    let chroot = Chroot::new(root).with_source_date_epoch(ctx.source_date_epoch);
     for (verb, units) in [
         (
             "enable",

@@ -83,6 +83,9 @@ fn mmdebstrap(
         // One-line sources are taken as they are: the suite, updates and security.
         .args(&debian.sources)
         .env("LC_ALL", "C.UTF-8")
+        // mmdebstrap hands it to the packages' scripts: the kernel's initramfs is then
+        // the same bytes whenever the layer is made.
+        .env("SOURCE_DATE_EPOCH", spec.source_date_epoch.to_string())
         .run_streaming(on_line)
         .context("creating the base layer with mmdebstrap")
 }
@@ -106,6 +109,7 @@ fn debootstrap(
         .arg(root)
         .arg(&debian.mirror)
         .env("LC_ALL", "C.UTF-8")
+        .env("SOURCE_DATE_EPOCH", spec.source_date_epoch.to_string())
         .run_streaming(on_line)
         .context("creating the base layer with debootstrap")?;
     // debootstrap knows one mirror; apt gets every source. It also resolves --include
@@ -121,6 +125,8 @@ fn debootstrap(
         file.write_into(root)?;
     }
     let _guard = InstallGuard::new(root)?;
-    let chroot = Chroot::new(root).with_apt_archives(&ctx.apt_archives);
+    let chroot = Chroot::new(root)
+        .with_apt_archives(&ctx.apt_archives)
+        .with_source_date_epoch(spec.source_date_epoch);
     super::packages::apt_install(&chroot, &spec.packages, on_line)
 }

@@ -35,6 +35,9 @@ pub struct Chroot {
     root: PathBuf,
     apt_archives: Option<PathBuf>,
     isolated_network: bool,
+    source_date_epoch: Option<i64>,
+    shared_folder: Option<(PathBuf, String)>,
+    env: Vec<(String, String)>,
 }
 
 impl Chroot {
@@ -44,6 +47,9 @@ impl Chroot {
             root: root.to_path_buf(),
             apt_archives: None,
             isolated_network: false,
+            source_date_epoch: None,
+            shared_folder: None,
+            env: Vec::new(),
         }
     }
 
@@ -58,6 +64,27 @@ impl Chroot {
     /// that check a configuration by connecting to its addresses reach nothing outside.
     pub fn with_isolated_network(mut self) -> Self {
         self.isolated_network = true;
+        self
+    }
+
+    /// Gives the commands `SOURCE_DATE_EPOCH`, which tools that generate files in the
+    /// tree (mkinitramfs, useradd) read instead of the clock.
+    pub fn with_source_date_epoch(mut self, epoch: i64) -> Self {
+        self.source_date_epoch = Some(epoch);
+        self
+    }
+
+    /// Shows the host folder `host` at `inside` (a folder under `/mnt`) for the run: a
+    /// tmpfs on `/mnt` holds the mount point, so the tree itself is never written.
+    pub fn with_shared_folder(mut self, host: &Path, inside: &str) -> Self {
+        self.shared_folder = Some((host.to_path_buf(), inside.to_string()));
+        self
+    }
+
+    /// Adds variables to the commands' environment.
+    pub fn with_env(mut self, env: &[(&str, &str)]) -> Self {
+        self.env
+            .extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
         self
     }
 
@@ -84,6 +111,12 @@ impl Chroot {
             script.push_str("mkdir -p \"$R/var/cache/apt/archives\" \"$ARCHIVES/partial\"\n");
             script.push_str("mount --bind \"$ARCHIVES\" \"$R/var/cache/apt/archives\"\n");
         }
+        if let Some((_, inside)) = &self.shared_folder {
+            debug_assert!(inside.starts_with("/mnt/"));
+            script.push_str("mount -t tmpfs tmpfs \"$R/mnt\"\n");
+            script.push_str("mkdir -p \"$R$SHARED_INSIDE\"\n");
+            script.push_str("mount --bind \"$SHARED_HOST\" \"$R$SHARED_INSIDE\"\n");
+        }
         script.push_str("exec chroot \"$R\" \"$@\"\n");
         let mut command = unshare(&self.namespaces());
         command
@@ -100,6 +133,15 @@ impl Chroot {
         if let Some(archives) = &self.apt_archives {
             command.env("ARCHIVES", archives);
         }
+        if let Some(epoch) = self.source_date_epoch {
+            command.env("SOURCE_DATE_EPOCH", epoch.to_string());
+        }
+        if let Some((host, inside)) = &self.shared_folder {
+            command
+                .env("SHARED_HOST", host)
+                .env("SHARED_INSIDE", inside);
+        }
+        command.envs(self.env.iter().map(|(k, v)| (k, v)));
         command
             .run_streaming(on_line)
             .with_context(|| format!("running `{}` in {}", argv.join(" "), self.root.display()))

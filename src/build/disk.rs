@@ -237,14 +237,15 @@ impl DiskIds {
     }
 }
 
-/// Writes a raw GPT disk image of `tree` to `path`, bootable by UEFI and BIOS.
+/// Writes a raw GPT disk image of `tree` to `path`, bootable by UEFI and BIOS with
+/// GRUB's `images`.
 pub fn write_raw(
     tree: &Path,
     path: &Path,
     layout: &DiskLayout,
     ids: &DiskIds,
+    images: &grub::CoreImages,
     title: &str,
-    work: &Path,
     epoch: i64,
 ) -> anyhow::Result<()> {
     let file = File::create(path).with_context(|| format!("creating {}", path.display()))?;
@@ -261,17 +262,8 @@ pub fn write_raw(
         .arg(path)
         .run_with_input(layout.sfdisk_script(ids).as_bytes())
         .context("writing the partition table")?;
-    let images = grub::core_images(work, &ids.esp_uuid())?;
-    write_esp(
-        path,
-        layout,
-        ids,
-        &images,
-        &work.join("grub.cfg"),
-        title,
-        epoch,
-    )?;
-    write_bios_boot(path, layout, &images)?;
+    write_esp(path, layout, ids, images, title, epoch)?;
+    write_bios_boot(path, layout, images)?;
     write_root(tree, path, layout, ids, epoch)
 }
 
@@ -280,10 +272,10 @@ fn write_esp(
     layout: &DiskLayout,
     ids: &DiskIds,
     images: &grub::CoreImages,
-    menu: &Path,
     title: &str,
     epoch: i64,
 ) -> anyhow::Result<()> {
+    let menu = images.menu.as_path();
     let epoch = epoch.to_string();
     // Every time the FAT holds is the build's source date (mtools reads
     // SOURCE_DATE_EPOCH and writes it as local time, so in UTC; mkfs.fat's --invariant

@@ -1,26 +1,16 @@
 //! GRUB for the disk images, made without `grub-install` (which probes the host's own
-//! disks): standalone core images from `grub-mkimage`, the BIOS boot sector patched to
-//! find its core, and the menus the images read.
+//! disks): standalone core images from `grub-mkimage` of the boot tools' layer (the
+//! image's own release), the BIOS boot sector patched to find its core, and the menus the
+//! images read.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use anyhow::Context;
 
-use crate::exec::{CommandExt, Tool};
+use super::boot_tools::BootTools;
 
-/// Host tools the GRUB images are made with.
-pub const TOOLS: [Tool; 1] = [Tool {
-    program: "grub-mkimage",
-    package: "grub-common",
-    reason: "make the GRUB images of disk images",
-}];
-
-/// Module folders of the two platforms, and the packages that provide them.
-pub const PLATFORMS: [(&str, &str); 2] = [
-    ("/usr/lib/grub/x86_64-efi", "grub-efi-amd64-bin"),
-    ("/usr/lib/grub/i386-pc", "grub-pc-bin"),
-];
+/// GRUB's BIOS platform folder in the boot tools' tree.
+const BIOS_PLATFORM: &str = "/usr/lib/grub/i386-pc";
 
 /// Modules both images need to find the menu on the ESP and boot Linux from ext4; a
 /// standalone image finds nothing without `part_gpt`, `fat`, `ext2` and `search`.
@@ -60,23 +50,13 @@ pub struct CoreImages {
     pub bios: PathBuf,
     /// The first 440 bytes of the BIOS boot sector.
     pub boot_sector: Vec<u8>,
-}
-
-/// Checks that the GRUB module folders are installed.
-pub fn require_platforms() -> anyhow::Result<()> {
-    for (dir, package) in PLATFORMS {
-        anyhow::ensure!(
-            Path::new(dir).join("moddep.lst").is_file(),
-            "GRUB modules are missing at {dir} (needed for bootable disk and ISO images); \
-             install the Debian package {package}"
-        );
-    }
-    Ok(())
+    /// Where the disk's menu is written before it goes onto the ESP.
+    pub menu: PathBuf,
 }
 
 /// Makes both core images in `work`. Each holds an early configuration that finds the
 /// ESP by its serial number and reads `/grub/grub.cfg` from it.
-pub fn core_images(work: &Path, esp_serial: &str) -> anyhow::Result<CoreImages> {
+pub fn core_images(tools: &BootTools, work: &Path, esp_serial: &str) -> anyhow::Result<CoreImages> {
     let early = work.join("early.cfg");
     std::fs::write(
         &early,
@@ -84,26 +64,49 @@ pub fn core_images(work: &Path, esp_serial: &str) -> anyhow::Result<CoreImages> 
     )?;
     let efi = work.join("BOOTX64.EFI");
     let bios = work.join("core.img");
-    mkimage("x86_64-efi", &early, &efi, &[])?;
-    mkimage("i386-pc", &early, &bios, &["biosdisk"])?;
-    let boot_img = Path::new(PLATFORMS[1].0).join("boot.img");
+    let image = |platform, out, extra| Mkimage {
+        platform,
+        early: Some(&early),
+        prefix: "/grub",
+        out,
+        extra,
+    };
+    image("x86_64-efi", &efi, &[]).run(tools, work)?;
+    image("i386-pc", &bios, &["biosdisk"]).run(tools, work)?;
+    let boot_img = tools.file(&format!("{BIOS_PLATFORM}/boot.img"));
     let boot_sector =
         std::fs::read(&boot_img).with_context(|| format!("reading {}", boot_img.display()))?;
     Ok(CoreImages {
         efi,
         bios,
         boot_sector,
+        menu: work.join("grub.cfg"),
     })
 }
 
-/// GRUB's network boot images of the PXE set, written into `dir`: `NETBOOT_EFI` for UEFI
-/// and `NETBOOT_BIOS` (a PXE boot program) for BIOS.
+/// GRUB's network boot images of the PXE set, made in `work` and copied into `dir`:
+/// `NETBOOT_EFI` for UEFI and `NETBOOT_BIOS` (a PXE boot program) for BIOS.
 ///
 /// Their prefix is empty, so GRUB takes the folder it was loaded from over TFTP as its
 /// prefix and reads `grub.cfg` beside itself: the set works from any folder of a server.
-pub fn netboot_images(dir: &Path) -> anyhow::Result<()> {
-    netboot_image("x86_64-efi", &dir.join(NETBOOT_EFI), &["efinet"])?;
-    netboot_image("i386-pc-pxe", &dir.join(NETBOOT_BIOS), &["pxe"])
+pub fn netboot_images(tools: &BootTools, work: &Path, dir: &Path) -> anyhow::Result<()> {
+    for (platform, name, driver) in [
+        ("x86_64-efi", NETBOOT_EFI, "efinet"),
+        ("i386-pc-pxe", NETBOOT_BIOS, "pxe"),
+    ] {
+        let made = work.join(name);
+        Mkimage {
+            platform,
+            early: None,
+            prefix: "",
+            out: &made,
+            extra: &["net", "tftp", driver],
+        }
+        .run(tools, work)?;
+        std::fs::copy(&made, dir.join(name))
+            .with_context(|| format!("copying {name} into {}", dir.display()))?;
+    }
+    Ok(())
 }
 
 /// The UEFI network boot image of the PXE set.
@@ -111,27 +114,34 @@ pub const NETBOOT_EFI: &str = "grubnetx64.efi";
 /// The BIOS network boot program (`pxeboot.img` and a core image) of the PXE set.
 pub const NETBOOT_BIOS: &str = "grubnetpc.0";
 
-fn netboot_image(platform: &str, out: &Path, driver: &[&str]) -> anyhow::Result<()> {
-    Command::new("grub-mkimage")
-        .args(["--format", platform, "--prefix", "", "--output"])
-        .arg(out)
-        .args(MODULES)
-        .args(["net", "tftp"])
-        .args(driver)
-        .run()
-        .with_context(|| format!("making the GRUB {platform} network boot image"))
+/// One `grub-mkimage` run; `early` and `out` lie in the work folder it is given.
+struct Mkimage<'a> {
+    platform: &'a str,
+    early: Option<&'a Path>,
+    prefix: &'a str,
+    out: &'a Path,
+    extra: &'a [&'a str],
 }
 
-fn mkimage(platform: &str, early: &Path, out: &Path, extra: &[&str]) -> anyhow::Result<()> {
-    Command::new("grub-mkimage")
-        .args(["--format", platform, "--prefix", "/grub", "--config"])
-        .arg(early)
-        .arg("--output")
-        .arg(out)
-        .args(MODULES)
-        .args(extra)
-        .run()
-        .with_context(|| format!("making the GRUB {platform} image"))
+impl Mkimage<'_> {
+    fn run(&self, tools: &BootTools, work: &Path) -> anyhow::Result<()> {
+        let out = BootTools::inside(work, self.out)?;
+        let early = self
+            .early
+            .map(|early| BootTools::inside(work, early))
+            .transpose()?;
+        let mut argv = vec!["grub-mkimage", "--format", self.platform];
+        argv.extend(["--prefix", self.prefix]);
+        if let Some(early) = &early {
+            argv.extend(["--config", early]);
+        }
+        argv.extend(["--output", &out]);
+        argv.extend(MODULES);
+        argv.extend(self.extra);
+        tools
+            .run(work, &argv, &[])
+            .with_context(|| format!("making the GRUB {} image", self.platform))
+    }
 }
 
 /// The menu of a disk image, on its ESP at `/grub/grub.cfg`.

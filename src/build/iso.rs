@@ -9,28 +9,17 @@ use std::process::Command;
 
 use anyhow::Context;
 
+use super::boot_tools::BootTools;
 use super::grub::SERIAL_TERMINAL;
 use super::live::{self, KernelFiles};
 use crate::exec::{CommandExt, Tool};
 
-/// Host tools the ISO is made with (and GRUB's two platforms, checked apart).
-pub const TOOLS: [Tool; 3] = [
-    Tool {
-        program: "grub-mkrescue",
-        package: "grub-common",
-        reason: "make the bootable ISO",
-    },
-    Tool {
-        program: "xorriso",
-        package: "xorriso",
-        reason: "write ISO images",
-    },
-    Tool {
-        program: "mformat",
-        package: "mtools",
-        reason: "make the ISO's EFI boot image",
-    },
-];
+/// Host tools the ISO is finished with (GRUB's `grub-mkrescue` runs in the boot tools).
+pub const TOOLS: [Tool; 1] = [Tool {
+    program: "xorriso",
+    package: "xorriso",
+    reason: "read the ISO's layout",
+}];
 
 /// Where the installer finds the disk image on the medium.
 pub const INSTALL_IMAGE: &str = "install/disk.img.gz";
@@ -73,8 +62,10 @@ pub fn menu(title: &str, label: &str) -> String {
     )
 }
 
-/// What the ISO is made from.
+/// What the ISO is made from, and with.
 pub struct Sources<'a> {
+    /// GRUB and grub-mkrescue.
+    pub tools: &'a BootTools,
     /// The kernel and initramfs of the live entries.
     pub kernel: KernelFiles,
     /// The role system.
@@ -104,22 +95,37 @@ pub fn write(
     std::fs::write(dir.join("boot/grub/grub.cfg"), menu(title, &label))?;
     // The volume's dates (and the GPT identifiers xorriso derives from them) and every
     // file's dates are the source date: the files grub-mkrescue copies in carry the time
-    // of the copy. Time strings are read in the zone TZ names: UTC. Still not fixed: the
-    // serial number mformat gives GRUB's EFI image inside the ISO is random.
+    // of the copy. Time strings are read in the zone TZ names: UTC. The serial number
+    // mformat gives GRUB's EFI image inside the ISO is random: it is pinned afterwards.
     let date = xorriso_time(epoch)?;
-    Command::new("grub-mkrescue")
-        .arg("--output")
-        .arg(path)
-        .arg(&dir)
-        // grub-mkrescue's own options leave xorriso in its native mode: back to mkisofs
-        // emulation for the options that set the volume's and every file's dates.
-        .args(["--", "-volid", &label, "-as", "mkisofs"])
-        .arg(format!("--modification-date={date}"))
-        .args(["--set_all_file_dates", &date])
-        .env("SOURCE_DATE_EPOCH", epoch.to_string())
-        .env("TZ", "UTC")
-        .run()
+    let made = work.join("made.iso");
+    let (made_inside, dir_inside) = (
+        BootTools::inside(work, &made)?,
+        BootTools::inside(work, &dir)?,
+    );
+    let epoch = epoch.to_string();
+    // grub-mkrescue's own options leave xorriso in its native mode: back to mkisofs
+    // emulation for the options that set the volume's and every file's dates.
+    let argv = [
+        "grub-mkrescue",
+        "--output",
+        &made_inside,
+        &dir_inside,
+        "--",
+        "-volid",
+        &label,
+        "-as",
+        "mkisofs",
+        &format!("--modification-date={date}"),
+        "--set_all_file_dates",
+        &date,
+    ];
+    sources
+        .tools
+        .run(work, &argv, &[("SOURCE_DATE_EPOCH", &epoch), ("TZ", "UTC")])
         .context("making the ISO with grub-mkrescue")?;
+    live::link_or_copy(&made, path)?;
+    std::fs::remove_file(&made)?;
     pin_efi_serial(path, efi_serial)
 }
 

@@ -13,7 +13,7 @@ use crate::manifest::{Bootstrap, Cluster, Vendor};
 use crate::role::{Role, RoleSet};
 
 /// Bumped whenever the way a layer is made changes, so old cache entries stop matching.
-const RECIPE_VERSION: &str = "1";
+const RECIPE_VERSION: &str = "2";
 
 /// What one layer is made of, and its key.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -32,6 +32,11 @@ pub struct LayerSpec {
     pub tool: Option<String>,
     /// The parent layer's key.
     pub parent: Option<String>,
+    /// `SOURCE_DATE_EPOCH` while the layer is made: what the packages' scripts generate
+    /// (the kernel's initramfs, the shadow files' dates) carries it, not the clock.
+    /// Absent from the records of older caches, whose layers no key names any more.
+    #[serde(default)]
+    pub source_date_epoch: i64,
 }
 
 /// The base layer: the bootstrap tool's output with the common packages.
@@ -43,8 +48,10 @@ pub fn base_spec(
     let tool = tool_version(bootstrap)?;
     let debian = &cluster.debian;
     let packages = roles.base.packages.debian.clone();
+    let source_date_epoch = cluster.source_date_epoch()?;
     let key = KeyBuilder::new()
         .add("recipe", RECIPE_VERSION)
+        .add("source-date-epoch", source_date_epoch.to_string())
         .add("suite", &debian.suite)
         .add_list("sources", &debian.sources)
         .add("architecture", &debian.architecture)
@@ -60,6 +67,7 @@ pub fn base_spec(
         vendor_skipped: Vec::new(),
         tool: Some(tool),
         parent: None,
+        source_date_epoch,
     })
 }
 
@@ -86,7 +94,30 @@ pub fn role_spec(cluster: &Cluster, base: &LayerSpec, role: &Role) -> anyhow::Re
         vendor_skipped,
         tool: None,
         parent: Some(base.key.clone()),
+        source_date_epoch: base.source_date_epoch,
     })
+}
+
+/// The boot tools' layer: the base plus GRUB and what it runs, in no image.
+pub fn boot_tools_spec(base: &LayerSpec) -> LayerSpec {
+    let packages: Vec<String> = super::boot_tools::PACKAGES
+        .iter()
+        .map(|name| name.to_string())
+        .collect();
+    LayerSpec {
+        name: "boot-tools".to_string(),
+        key: KeyBuilder::new()
+            .add("recipe", RECIPE_VERSION)
+            .add("parent", &base.key)
+            .add_list("packages", &packages)
+            .finish(),
+        packages,
+        vendor_packages: Vec::new(),
+        vendor_skipped: Vec::new(),
+        tool: None,
+        parent: Some(base.key.clone()),
+        source_date_epoch: base.source_date_epoch,
+    }
 }
 
 fn add_prepare_files(mut key: KeyBuilder, role: &Role) -> KeyBuilder {
@@ -329,6 +360,7 @@ mod tests {
             vendor_skipped: Vec::new(),
             tool: None,
             parent: None,
+            source_date_epoch: 0,
         }
     }
 

@@ -50,6 +50,9 @@ pub fn specs(ctx: &BuildContext<'_>, roles: &[String]) -> anyhow::Result<Vec<Lay
             .context("a role to build has a definition")?;
         specs.push(layer::role_spec(&project.cluster, &base, role)?);
     }
+    if super::boot_tools::needed(&ctx.formats) {
+        specs.push(layer::boot_tools_spec(&base));
+    }
     Ok(specs)
 }
 
@@ -80,7 +83,7 @@ pub fn record(ctx: &BuildContext<'_>, layers: &[LayerSpec]) -> anyhow::Result<()
     lock.write(manifest)
 }
 
-/// A layer's packages; `base_tree` is the parent of every role layer.
+/// A layer's packages; `base_tree` is the parent of every other layer.
 fn packages_of(
     ctx: &BuildContext<'_>,
     spec: &LayerSpec,

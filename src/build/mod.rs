@@ -4,6 +4,7 @@
 //! and returns at once when it has nothing to do (a cached layer, an unchanged artifact).
 
 mod assemble;
+pub mod boot_tools;
 mod bootstrap;
 pub mod chroot;
 mod chunked_gzip;
@@ -99,8 +100,12 @@ pub fn build(
     preflight(&ctx)?;
     locking::check_locked(&ctx, &roles)?;
     let base = bootstrap::base_layer(&ctx)?;
-    let mut staging = publish::Staging::new(&ctx)?;
+    let boot_tools = boot_tools::boot_tools(&ctx, &base)?;
     let mut layers = vec![base.clone()];
+    if boot_tools.is_some() {
+        layers.push(layer::boot_tools_spec(&base));
+    }
+    let mut staging = publish::Staging::new(&ctx, &base, boot_tools)?;
     for role in &roles {
         crate::interrupt::check()?;
         let overlay = project.render(role)?;
@@ -203,17 +208,12 @@ fn preflight(ctx: &BuildContext<'_>) -> anyhow::Result<()> {
         package: "coreutils",
         reason: "copy layer trees",
     });
-    let bootable = ctx
-        .formats
-        .iter()
-        .any(|f| matches!(f, Format::Raw | Format::Qcow2 | Format::Iso));
     if ctx
         .formats
         .iter()
         .any(|f| matches!(f, Format::Raw | Format::Qcow2 | Format::Iso))
     {
         tools.extend(disk::TOOLS);
-        tools.extend(grub::TOOLS);
     }
     if ctx
         .formats
@@ -234,9 +234,6 @@ fn preflight(ctx: &BuildContext<'_>) -> anyhow::Result<()> {
         });
     }
     require_tools(&tools)?;
-    if bootable {
-        grub::require_platforms()?;
-    }
     anyhow::ensure!(
         rustix::process::geteuid().is_root(),
         "building images needs root (package installs chown files and make device nodes); run r2a-image build as root"

@@ -5,9 +5,12 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use anyhow::Context;
+
+use super::boot_tools::BootTools;
 use super::disk::{self, DiskIds, DiskLayout};
 use super::live::{self, KernelFiles};
-use super::{BuildContext, ImageTree, iso, pxe, tarball};
+use super::{BuildContext, ImageTree, grub, iso, pxe, tarball};
 use crate::manifest::{Format, Node};
 
 /// One file written, relative to the role's output folder.
@@ -23,6 +26,8 @@ pub struct Written {
 /// A role's outputs in the making.
 pub struct RoleOutputs<'t> {
     tree: &'t ImageTree,
+    /// GRUB's tools, when a format boots.
+    boot_tools: Option<&'t BootTools>,
     role: String,
     /// The role's folder in the staging area.
     dir: PathBuf,
@@ -35,9 +40,16 @@ pub struct RoleOutputs<'t> {
 
 impl<'t> RoleOutputs<'t> {
     /// Outputs of `tree` for `role`, written into `dir`.
-    pub fn new(tree: &'t ImageTree, role: &str, dir: &Path, key: &str) -> RoleOutputs<'t> {
+    pub fn new(
+        tree: &'t ImageTree,
+        boot_tools: Option<&'t BootTools>,
+        role: &str,
+        dir: &Path,
+        key: &str,
+    ) -> RoleOutputs<'t> {
         RoleOutputs {
             tree,
+            boot_tools,
             role: role.to_string(),
             dir: dir.to_path_buf(),
             key: key.to_string(),
@@ -91,6 +103,7 @@ impl<'t> RoleOutputs<'t> {
                 let name = format!("{}.iso", self.role);
                 iso::write(
                     &iso::Sources {
+                        tools: self.boot_tools()?,
                         kernel: self.kernel()?,
                         squashfs: &squashfs,
                         raw_disk: &raw,
@@ -118,6 +131,8 @@ impl<'t> RoleOutputs<'t> {
                     &self.dir.join("pxe"),
                     ctx.source_date_epoch,
                 )?;
+                let grub_work = self.work_folder("grub-net")?;
+                grub::netboot_images(self.boot_tools()?, &grub_work, &self.dir.join("pxe"))?;
                 let mut files: Vec<Written> = pxe::FILES
                     .iter()
                     .map(|file| written(&format!("pxe/{file}")))
@@ -184,19 +199,32 @@ impl<'t> RoleOutputs<'t> {
         let layout =
             DiskLayout::for_tree(disk::allocated_size(&self.tree.root), ctx.options.disk_size)?;
         let ids = DiskIds::derive(&self.key);
-        let grub_work = self.tree.work.path().join("grub");
-        std::fs::create_dir_all(&grub_work)?;
+        let grub_work = self.work_folder("grub")?;
+        let images = grub::core_images(self.boot_tools()?, &grub_work, &ids.esp_uuid())?;
         disk::write_raw(
             &self.tree.root,
             &path,
             &layout,
             &ids,
+            &images,
             &self.title(ctx),
-            &grub_work,
             ctx.source_date_epoch,
         )?;
         self.raw = Some(path.clone());
         Ok(path)
+    }
+
+    fn boot_tools(&self) -> anyhow::Result<&'t BootTools> {
+        self.boot_tools
+            .context("the boot tools' layer was not made for a format that boots")
+    }
+
+    /// A new folder `name` in the tree's work folder.
+    fn work_folder(&self, name: &str) -> anyhow::Result<PathBuf> {
+        let folder = self.tree.work.path().join(name);
+        std::fs::create_dir_all(&folder)
+            .with_context(|| format!("creating {}", folder.display()))?;
+        Ok(folder)
     }
 
     fn squashfs(&mut self, ctx: &BuildContext<'_>) -> anyhow::Result<PathBuf> {

@@ -12,6 +12,7 @@ use super::{BuildContext, WorkDir};
 use crate::exec::CommandExt;
 use crate::fsutil;
 use crate::manifest::Vendor;
+use crate::role::PrepareFile;
 
 /// Where a local vendor folder is served from inside the tree during the install.
 const LOCAL_REPO: &str = "/var/lib/r2a-vendor-local";
@@ -28,40 +29,55 @@ pub fn role_layer(
         .get(role_name)
         .with_context(|| format!("unknown role {role_name}"))?;
     let spec = layer::role_spec(&ctx.project.cluster, base, role)?;
+    package_layer(ctx, base, &spec, &role.prepare, role_name)?;
+    Ok(spec)
+}
+
+/// Makes the layer `spec` (the base, `prepare`'s files, then `spec`'s packages) unless
+/// it is cached; `label` names it in the progress display.
+pub fn package_layer(
+    ctx: &BuildContext<'_>,
+    base: &LayerSpec,
+    spec: &LayerSpec,
+    prepare: &[PrepareFile],
+    label: &str,
+) -> anyhow::Result<()> {
     let stage = ctx
         .progress
-        .stage(format!("{role_name}: package layer {}", &spec.key[..12]));
-    if !ctx.options.refresh && super::layer_is_usable(ctx, &spec, &stage)? {
+        .stage(format!("{label}: package layer {}", &spec.key[..12]));
+    if !ctx.options.refresh && super::layer_is_usable(ctx, spec, &stage)? {
         stage.finish("cached");
-        return Ok(spec);
+        return Ok(());
     }
     let _lock = super::lock_cache(ctx, &stage)?;
     // Another build may have made the layer while this one waited for the lock.
-    if !ctx.options.refresh && super::layer_is_usable(ctx, &spec, &stage)? {
+    if !ctx.options.refresh && super::layer_is_usable(ctx, spec, &stage)? {
         stage.finish("cached, built by another build meanwhile");
-        return Ok(spec);
+        return Ok(());
     }
-    let work = WorkDir::new(&ctx.layers.dir, &format!(".{role_name}-"))?;
+    let work = WorkDir::new(&ctx.layers.dir, &format!(".{}-", spec.name))?;
     let root = work.path().join("rootfs");
     fsutil::copy_tree(&ctx.layers.tree(base), &root)?;
-    for file in &role.prepare {
+    for file in prepare {
         file.write_into(&root)?;
     }
     {
         let _guard = InstallGuard::new(&root)?;
         let vendor = VendorSetup::install(ctx, &root, !spec.vendor_packages.is_empty())?;
-        let chroot = Chroot::new(&root).with_apt_archives(&ctx.apt_archives);
+        let chroot = Chroot::new(&root)
+            .with_apt_archives(&ctx.apt_archives)
+            .with_source_date_epoch(spec.source_date_epoch);
         let mut packages = spec.packages.clone();
         packages.extend(spec.vendor_packages.iter().cloned());
         apt_install(&chroot, &packages, &|line| stage.line(line))?;
         vendor.remove(&root)?;
     }
-    commit_layer(ctx, work, &spec)?;
+    commit_layer(ctx, work, spec)?;
     stage.finish(&format!(
         "{} packages",
         spec.packages.len() + spec.vendor_packages.len()
     ));
-    Ok(spec)
+    Ok(())
 }
 
 /// `apt-get update` and a non-interactive install without recommends, keeping the

@@ -8,6 +8,7 @@ use std::path::Path;
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
+use super::boot_tools::BootTools;
 use super::layer::LayerSpec;
 use super::{BuildContext, ImageTree, WorkDir};
 use crate::fsutil;
@@ -20,7 +21,7 @@ use crate::signing::{self, Signer};
 pub use crate::signing::INDEX;
 
 /// Bumped when the way artifacts are made changes.
-const OUTPUT_RECIPE: &str = "3";
+const OUTPUT_RECIPE: &str = "4";
 
 /// What `manifest.json` says of one role's image.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -48,6 +49,9 @@ pub struct ImageRecord {
     pub node_data: NodeData,
     /// Whether the image holds cluster secrets (its artifacts are then mode 0600).
     pub contains_secrets: bool,
+    /// The version of GRUB in its bootable artifacts, from the image's own Debian release.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grub: Option<String>,
     /// The artifacts.
     pub artifacts: Vec<ArtifactRecord>,
     /// The SPDX document of the image's packages.
@@ -202,6 +206,11 @@ impl ClusterIndex {
 /// The staging folder of one build and what it holds so far.
 pub struct Staging {
     dir: WorkDir,
+    /// GRUB's tools, when a format boots.
+    boot_tools: Option<BootTools>,
+    /// The boot tools' layer key, part of every image's key whether or not this build
+    /// makes a format that boots (so an image's identifiers do not depend on its formats).
+    boot_tools_key: String,
     previous: ClusterIndex,
     built: Vec<ImageRecord>,
     reused: Vec<ImageRecord>,
@@ -209,12 +218,18 @@ pub struct Staging {
 
 impl Staging {
     /// A staging folder inside `out/<cluster>/`, so the final moves are renames.
-    pub fn new(ctx: &BuildContext<'_>) -> anyhow::Result<Staging> {
+    pub fn new(
+        ctx: &BuildContext<'_>,
+        base: &LayerSpec,
+        boot_tools: Option<BootTools>,
+    ) -> anyhow::Result<Staging> {
         let out = ctx.cluster_out();
         std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
         let previous = ClusterIndex::read(&out)?;
         Ok(Staging {
             dir: WorkDir::new(&out, ".staging-")?,
+            boot_tools,
+            boot_tools_key: super::layer::boot_tools_spec(base).key,
             previous,
             built: Vec::new(),
             reused: Vec::new(),
@@ -231,7 +246,7 @@ impl Staging {
         role: &str,
     ) -> anyhow::Result<bool> {
         let stage = ctx.progress.stage(format!("{role}: check published image"));
-        let key = artifact_key(ctx, layer, overlay);
+        let key = artifact_key(ctx, layer, overlay, &self.boot_tools_key);
         let overlay_key = overlay.key();
         let Some(record) = self
             .previous
@@ -273,8 +288,14 @@ impl Staging {
         let mode = if contains_secrets { 0o600 } else { 0o644 };
         let dir = self.dir.path().join(role);
         std::fs::create_dir_all(&dir)?;
-        let key = artifact_key(ctx, layers.last().expect("a role has layers"), overlay);
-        let mut outputs = super::outputs::RoleOutputs::new(tree, role, &dir, &key);
+        let key = artifact_key(
+            ctx,
+            layers.last().expect("a role has layers"),
+            overlay,
+            &self.boot_tools_key,
+        );
+        let mut outputs =
+            super::outputs::RoleOutputs::new(tree, self.boot_tools.as_ref(), role, &dir, &key);
         let mut artifacts = Vec::new();
         for format in &ctx.formats {
             crate::interrupt::check()?;
@@ -315,6 +336,10 @@ impl Staging {
             vendor_skipped: layer.vendor_skipped.clone(),
             node_data: overlay.node_data,
             contains_secrets,
+            grub: self
+                .boot_tools
+                .as_ref()
+                .map(|tools| tools.grub_version.clone()),
             artifacts,
         });
         Ok(())
@@ -350,10 +375,16 @@ impl Staging {
 /// The image's key: what its contents and identifiers derive from. The formats are not in
 /// it (a disk has the same identifiers whatever else is built beside it); they are
 /// compared on their own before an image is kept.
-fn artifact_key(ctx: &BuildContext<'_>, layer: &LayerSpec, overlay: &RenderedRole) -> String {
+fn artifact_key(
+    ctx: &BuildContext<'_>,
+    layer: &LayerSpec,
+    overlay: &RenderedRole,
+    boot_tools_key: &str,
+) -> String {
     KeyBuilder::new()
         .add("recipe", OUTPUT_RECIPE)
         .add("layer", &layer.key)
+        .add("boot-tools", boot_tools_key)
         .add("overlay", overlay.image_key())
         .add("agent", &ctx.agent_sha256)
         .add("epoch", ctx.source_date_epoch.to_string())
