@@ -3,7 +3,9 @@
 //! with XFS data disks form the pool and the replica-3 volume over TLS, and admin1 mounts
 //! it. One cluster serves every assertion, in the order a volume lives: formed, written
 //! to, an fs node hard-killed while writes go on, healed on its return, grown by three
-//! fs nodes added to the manifest, and `down`.
+//! fs nodes added to the manifest, and `down`. The nodes' files and secrets travel in
+//! their seeds (`node_data = "seed"`), so the nodes added later boot the fs image already
+//! built, with nothing but their new seeds.
 
 mod support;
 
@@ -24,17 +26,14 @@ const MOUNT: &str = "/srv/shared";
 #[test]
 fn three_fs_nodes_form_a_replica_3_volume_that_survives_a_failure_heals_and_grows_by_three() {
     let fx = fixture();
-    let built = {
-        let _lock = fx.lock();
-        fx.build(
-            &["--role", "fs", "--role", "admin", "--format", "tar"],
-            None,
-        )
-    };
-    assert!(built.status.success(), "{}", built.stderr);
-    let project = Project::load(&support::repo(), &fx.manifest, SecretsMode::ReadOnly).unwrap();
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("r2a-gluster-seeded");
+    let _ = std::fs::remove_dir_all(&dir);
+    let manifest = support::derived_manifest(fx, &dir, seed_setting);
+    let out = support::build_tarballs(fx, &manifest, &["fs", "admin"], None);
+    write_seeds(&manifest, &out, &["--all"]);
+    let project = Project::load(&support::repo(), &manifest, SecretsMode::ReadOnly).unwrap();
     let state = Path::new(env!("CARGO_TARGET_TMPDIR")).join("r2a-gluster-state");
-    let harness = Harness::new(&project.cluster, &fx.out, &state).unwrap();
+    let harness = Harness::new(&project.cluster, &out, &state).unwrap();
     harness.down().unwrap();
     let lab = Lab(harness);
     let h = &lab.0;
@@ -69,7 +68,7 @@ fn three_fs_nodes_form_a_replica_3_volume_that_survives_a_failure_heals_and_grow
     every_file_is_on_every_brick_after_the_heal(h, 200);
     let before = checksums(h, "admin1", MOUNT);
 
-    let grown = three_fs_nodes_added_to_the_manifest_make_it_2_by_3(h, fx);
+    let grown = three_fs_nodes_added_to_the_manifest_make_it_2_by_3(h, fx, &out);
     assert_eq!(
         checksums(&grown, "admin1", MOUNT),
         before,
@@ -82,8 +81,31 @@ fn three_fs_nodes_form_a_replica_3_volume_that_survives_a_failure_heals_and_grow
     support::assert_nothing_left(
         &state,
         "r2a-test",
-        &[&Path::new(env!("CARGO_TARGET_TMPDIR")).join("r2a-gluster-grown")],
+        &[
+            &dir,
+            &Path::new(env!("CARGO_TARGET_TMPDIR")).join("r2a-gluster-grown"),
+        ],
     );
+}
+
+/// The fixture's manifest with the nodes' files and secrets in their seeds: one fs image
+/// serves every fs node, those added later too.
+fn seed_setting(text: String) -> String {
+    assert!(!text.contains("[build]"));
+    format!("{text}\n[build]\nnode_data = \"seed\"\n")
+}
+
+/// `r2a-image seed` of `manifest` into `out` for `which` nodes (`--all`, `--node N`).
+fn write_seeds(manifest: &Path, out: &Path, which: &[&str]) {
+    let mut args = vec![
+        "seed",
+        manifest.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    args.extend(which);
+    let written = support::run_image_tool(&args, None);
+    assert!(written.status.success(), "{}", written.stderr);
 }
 
 fn the_volume_is_replica_3_on_the_data_disks_over_tls(h: &Harness) {
@@ -197,22 +219,37 @@ fn checksums(h: &Harness, node: &str, folder: &str) -> BTreeMap<String, String> 
 
 /// fs4, fs5 and fs6 in the manifest, their image built from it; the running nodes keep
 /// theirs. They ask to join, a member probes them in, and the lowest adds the set.
+/// fs4-fs6 added to the manifest boot the fs image already built, each with only its
+/// new seed (no build), and the volume grows to 2 × 3.
 fn three_fs_nodes_added_to_the_manifest_make_it_2_by_3(
     h: &Harness,
     fx: &support::Fixture,
+    out: &Path,
 ) -> Harness {
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("r2a-gluster-grown");
     let _ = std::fs::remove_dir_all(&dir);
     let manifest = support::derived_manifest(fx, &dir, |text| {
-        text + &support::node_entries(&[
-            ("fs4", "fs", "10.77.0.24", Some("/dev/vdb")),
-            ("fs5", "fs", "10.77.0.25", Some("/dev/vdb")),
-            ("fs6", "fs", "10.77.0.26", Some("/dev/vdb")),
-        ])
+        seed_setting(text)
+            + &support::node_entries(&[
+                ("fs4", "fs", "10.77.0.24", Some("/dev/vdb")),
+                ("fs5", "fs", "10.77.0.25", Some("/dev/vdb")),
+                ("fs6", "fs", "10.77.0.26", Some("/dev/vdb")),
+            ])
     });
-    let out = support::build_tarballs(fx, &manifest, &["fs"], None);
+    let image = out.join("r2a-test/fs/rootfs.tar.gz");
+    let built = r2a::hash::sha256_file(&image).unwrap();
+    write_seeds(
+        &manifest,
+        out,
+        &["--node", "fs4", "--node", "fs5", "--node", "fs6"],
+    );
+    assert_eq!(
+        r2a::hash::sha256_file(&image).unwrap(),
+        built,
+        "writing seeds changed the image"
+    );
     let cluster = Cluster::load(&manifest, &project_roles()).unwrap();
-    let grown = Harness::new(&cluster, &out, h.state_dir()).unwrap();
+    let grown = Harness::new(&cluster, out, h.state_dir()).unwrap();
     let started = std::time::Instant::now();
     grown.up(&["fs4", "fs5", "fs6"]).unwrap();
     wait_joined(&grown, &["fs4", "fs5", "fs6"]);

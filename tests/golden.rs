@@ -190,3 +190,35 @@ fn secrets_reach_only_the_roles_that_list_them() {
         }
     }
 }
+
+/// Synchronous replication is on unless the manifest's `[database] synchronous` turns it
+/// off, and Patroni's settings follow.
+#[test]
+fn synchronous_replication_is_on_by_default_and_the_manifest_turns_it_off() {
+    let (_dir, manifest) = reference_with_fixed_secrets();
+    let patroni_setting = |manifest: &Path| {
+        let project = Project::load(&repo(), manifest, SecretsMode::ReadOnly).unwrap();
+        let db = project.render("db").unwrap();
+        let config = db.per_node["pg-node-01"]
+            .iter()
+            .find(|f| f.path == "/etc/patroni/config.yml")
+            .expect("pg-node-01 has Patroni settings");
+        let text = String::from_utf8(config.content.clone()).unwrap();
+        text.lines()
+            .find_map(|line| line.trim().strip_prefix("synchronous_mode: "))
+            .expect("synchronous_mode is set")
+            .to_string()
+    };
+    assert_eq!(patroni_setting(&manifest), "true");
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    assert!(
+        !text.contains("synchronous"),
+        "the reference takes the default"
+    );
+    std::fs::write(
+        &manifest,
+        format!("{text}\n[database]\nsynchronous = false\n"),
+    )
+    .unwrap();
+    assert_eq!(patroni_setting(&manifest), "false");
+}

@@ -5,7 +5,8 @@
 //! cluster by themselves, with PostgreSQL's data on their data disks, and a row committed
 //! on the leader is read on both replicas. The test reaches the machines over SSH from
 //! inside that namespace, with a key made for the run; it prints how long the cluster took
-//! to form (`make bench` reports that figure).
+//! to form (`make bench` reports that figure). The image holds no secret and no node
+//! (`node_data = "seed"`): each machine's files and keys come from its seed drive.
 
 mod support;
 
@@ -52,6 +53,10 @@ fn the_db_images_boot_as_three_machines_and_form_the_cluster_on_their_data_disks
     let key = ssh_key(&dir);
     let manifest = every_db_node_with_a_data_disk_and_the_key(fx, &dir, &key);
     let out = support::build_images(fx, &manifest, &["db"], "qcow2", None);
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("r2a-test/manifest.json")).unwrap())
+            .unwrap();
+    assert_eq!(index["images"]["db"]["contains_secrets"], false);
     let project = Project::load(&repo(), &manifest, SecretsMode::ReadOnly).unwrap();
 
     let lab = VmLab::create(&dir, key);
@@ -63,6 +68,14 @@ fn the_db_images_boot_as_three_machines_and_form_the_cluster_on_their_data_disks
         let report = lab.wait_for_report(node);
         assert!(report.is_healthy(), "{node}: {report:?}");
         assert_eq!(report.addresses, [format!("10.77.0.1{}/24", index + 1)]);
+        // Its files and secrets came from its seed drive.
+        let console = lab.console(node);
+        assert!(
+            console
+                .lines()
+                .any(|line| line.contains("r2a-node: node data: ") && line.contains("r2a-node.tar")),
+            "{node} did not take its node data from its seed"
+        );
     }
     println!(
         "the three machines booted {:.1} s after they started",
@@ -188,8 +201,9 @@ fn ssh_key(dir: &Path) -> PathBuf {
     key
 }
 
-/// The fixture's manifest with a data disk on db2 and db3 too (db1 has one) and the run's
-/// public key as the only authorized key.
+/// The fixture's manifest with a data disk on db2 and db3 too (db1 has one), the run's
+/// public key as the only authorized key, and the nodes' files and secrets in their seeds
+/// (`node_data = "seed"`): the machines boot one image that holds no secret.
 fn every_db_node_with_a_data_disk_and_the_key(fx: &Fixture, dir: &Path, key: &Path) -> PathBuf {
     let public = std::fs::read_to_string(key.with_extension("pub")).unwrap();
     support::derived_manifest(fx, dir, |text| {
@@ -209,6 +223,8 @@ fn every_db_node_with_a_data_disk_and_the_key(fx: &Fixture, dir: &Path, key: &Pa
             edited.matches("data_disk").count(),
             text.matches("data_disk").count() + 2
         );
+        assert!(!text.contains("[build]"));
+        edited.push_str("\n[build]\nnode_data = \"seed\"\n");
         edited
     })
 }

@@ -1,5 +1,5 @@
 //! GRUB from the image's own Debian release, not the build host's: a layer on the base
-//! with GRUB's two platforms and what `grub-mkrescue` runs (xorriso, mtools), in which
+//! with GRUB's two platforms and what `grub-mkrescue` runs (xorriso, mtools, faketime), in which
 //! the GRUB images of disks, ISOs and PXE sets are made. Two hosts of different releases
 //! then write the same boot loader, and `manifest.json` names its version.
 
@@ -12,13 +12,15 @@ use super::layer::{self, LayerSpec};
 use super::{BuildContext, packages};
 use crate::manifest::Format;
 
-/// The Debian packages of the layer.
-pub const PACKAGES: [&str; 5] = [
+/// The Debian packages of the layer (faketime holds grub-mkrescue's clock at the source
+/// date).
+pub const PACKAGES: [&str; 6] = [
     "grub-common",
     "grub-efi-amd64-bin",
     "grub-pc-bin",
     "xorriso",
     "mtools",
+    "faketime",
 ];
 
 /// Where a host folder appears inside the tools' tree while a tool runs.

@@ -83,6 +83,7 @@ fn mmdebstrap(
         // One-line sources are taken as they are: the suite, updates and security.
         .args(&debian.sources)
         .env("LC_ALL", "C.UTF-8")
+        .env("TZ", "UTC")
         // mmdebstrap hands it to the packages' scripts: the kernel's initramfs is then
         // the same bytes whenever the layer is made.
         .env("SOURCE_DATE_EPOCH", spec.source_date_epoch.to_string())
@@ -109,6 +110,7 @@ fn debootstrap(
         .arg(root)
         .arg(&debian.mirror)
         .env("LC_ALL", "C.UTF-8")
+        .env("TZ", "UTC")
         .env("SOURCE_DATE_EPOCH", spec.source_date_epoch.to_string())
         .run_streaming(on_line)
         .context("creating the base layer with debootstrap")?;

@@ -126,6 +126,8 @@ impl Chroot {
             .env("DEBIAN_FRONTEND", "noninteractive")
             .env("DEBCONF_NONINTERACTIVE_SEEN", "true")
             .env("LC_ALL", "C.UTF-8")
+            // Packages' scripts that write a time write it in UTC, whatever the host's zone.
+            .env("TZ", "UTC")
             .env(
                 "PATH",
                 "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",

@@ -345,8 +345,11 @@ fn write_root(
     let uuid = ids.root_fs.to_string();
     // The file system's own times (superblock, inode change and creation times) are the
     // build's source date; the files' times come from the tree, already clamped.
+    // mke2fs takes each folder's entries sorted (scandir), not in the order the host's
+    // file system lists them; sorted by byte, whatever the builder's locale.
     Command::new("mke2fs")
         .env("E2FSPROGS_FAKE_TIME", epoch.to_string())
+        .env("LC_ALL", "C.UTF-8")
         .args(["-q", "-F", "-t", "ext4", "-L", ROOT_LABEL, "-U", &uuid])
         .arg("-E")
         .arg(format!(
@@ -390,6 +393,38 @@ pub fn allocated_size(tree: &Path) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Two trees with the same entries, made in opposite orders, one on tmpfs and one on
+    /// the disk (file systems that list a folder in different orders): the same root
+    /// file system, byte for byte.
+    #[test]
+    fn the_root_file_system_does_not_depend_on_the_hosts_listing_order() {
+        let names = ["b", "B", "a", "Z", "_x", "é", "a-b", "a.b", "10", "9"];
+        let trees = [
+            tempfile::tempdir_in("/dev/shm").unwrap(),
+            tempfile::tempdir().unwrap(),
+        ];
+        let layout = DiskLayout::new(256 * MIB).unwrap();
+        let ids = DiskIds::derive("key");
+        let image_dir = tempfile::tempdir().unwrap();
+        let mut images = Vec::new();
+        for (index, tree) in trees.iter().enumerate() {
+            let etc = tree.path().join("etc");
+            std::fs::create_dir(&etc).unwrap();
+            let mut order = names.to_vec();
+            if index == 1 {
+                order.reverse();
+            }
+            for name in order {
+                std::fs::write(etc.join(name), name).unwrap();
+            }
+            let image = image_dir.path().join(format!("{index}.img"));
+            File::create(&image).unwrap().set_len(layout.size).unwrap();
+            write_root(tree.path(), &image, &layout, &ids, 1_754_697_600).unwrap();
+            images.push(std::fs::read(&image).unwrap());
+        }
+        assert!(images[0] == images[1], "the root file systems differ");
+    }
 
     #[test]
     fn partitions_are_aligned_and_fill_the_disk() {

@@ -103,10 +103,19 @@ pub fn write(
         BootTools::inside(work, &made)?,
         BootTools::inside(work, &dir)?,
     );
+    // grub-mkrescue names a file `/.disk/<now>.uuid` and has GRUB's images search for
+    // it; it reads the clock for that, not SOURCE_DATE_EPOCH, so its clock is the source
+    // date, held still.
+    let frozen = crate::timestamp::rfc3339(epoch)?
+        .trim_end_matches('Z')
+        .replace('T', " ");
     let epoch = epoch.to_string();
     // grub-mkrescue's own options leave xorriso in its native mode: back to mkisofs
     // emulation for the options that set the volume's and every file's dates.
     let argv = [
+        "faketime",
+        "-f",
+        &frozen,
         "grub-mkrescue",
         "--output",
         &made_inside,
