@@ -167,3 +167,36 @@ fn firstboot_on_a_tree_writes_files_but_runs_no_command() {
     assert!(table.contains("\nfirewall    failed "), "{table}");
     assert!(table.contains("\ndata-disk   pending"), "{table}");
 }
+
+/// `--root` that names this system's own `/` another way (`<tmp>/..`, a link to `/`) is
+/// refused before anything is read or written: the agent would write into it as into an
+/// offline tree.
+#[test]
+fn a_root_that_resolves_to_the_running_system_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let link = dir.path().join("system");
+    std::os::unix::fs::symlink("/", &link).unwrap();
+    let parent_of_tmp = std::env::temp_dir().join("..");
+    let status_file = Path::new("/run/r2a/status.json");
+    let before = std::fs::metadata(status_file)
+        .and_then(|m| m.modified())
+        .ok();
+    for root in [link.as_path(), parent_of_tmp.as_path()] {
+        let output = Command::new(env!("CARGO_BIN_EXE_r2a-node"))
+            .arg("--root")
+            .arg(root)
+            .arg("firstboot")
+            .output()
+            .expect("running r2a-node");
+        assert_eq!(output.status.code(), Some(2), "{root:?}");
+        let stderr = text(&output.stderr);
+        assert!(
+            stderr.contains("is this system's own `/`") && stderr.contains("leave --root out"),
+            "{stderr}"
+        );
+    }
+    let after = std::fs::metadata(status_file)
+        .and_then(|m| m.modified())
+        .ok();
+    assert_eq!(before, after, "the agent wrote its status on this system");
+}

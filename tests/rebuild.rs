@@ -292,41 +292,38 @@ fn a_locked_build_follows_the_lock_and_refuses_one_the_sources_do_not_match() {
     std::fs::write(&path, &written).unwrap();
 }
 
-/// Two builds of the portal role in every format give the same bytes in every file (the
-/// tarball, the raw and qcow2 disks, the ISO, the PXE set, the SBOM), the second under
-/// another umask, time zone, locale and host name, with the cache at another path.
+/// Two builds of the portal role in every format, and the seeds of every node, give the
+/// same bytes in every file (the tarball, the raw and qcow2 disks, the ISO, the PXE set,
+/// the SBOM, the seeds), the second under another umask, time zone, locale and host name,
+/// with the cache at another path and the package layers made anew.
 #[test]
 fn two_builds_in_different_environments_give_the_same_bytes() {
     let fx = fixture();
     let _build = fx.lock();
     let formats = ["tar", "raw", "qcow2", "iso", "pxe"].map(|f| ["--format", f]);
-    // `script` runs the build command it is given as its arguments.
-    let build = |out: &Path, cache: &Path, script: &str| {
-        let mut argv = vec![
-            env!("CARGO_BIN_EXE_r2a-image").to_string(),
-            "build".into(),
-            fx.manifest.to_string_lossy().into_owned(),
-            "--role".into(),
-            "portal".into(),
-            "--out".into(),
-            out.to_string_lossy().into_owned(),
-            "--cache".into(),
-            cache.to_string_lossy().into_owned(),
-            "--agent".into(),
-            env!("CARGO_BIN_EXE_r2a-node").into(),
-        ];
-        argv.extend(formats.iter().flatten().map(|word| word.to_string()));
+    // `script` runs the r2a-image command it is given as its arguments.
+    let run = |script: &str, args: &[&str]| {
         let output = std::process::Command::new("sh")
-            .args(["-c", script, "build"])
-            .args(&argv)
+            .args(["-c", script, "r2a-image", env!("CARGO_BIN_EXE_r2a-image")])
+            .args(args)
             .stdin(std::process::Stdio::null())
             .output()
             .unwrap();
         let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
-        assert!(output.status.success(), "{stderr}");
+        assert!(output.status.success(), "{args:?}: {stderr}");
+    };
+    let manifest = fx.manifest.to_str().unwrap();
+    let build_and_seed = |out: &Path, cache: &Path, script: &str, extra: &[&str]| {
+        let (out, cache) = (out.to_str().unwrap(), cache.to_str().unwrap());
+        let mut build = vec!["build", manifest, "--role", "portal", "--out", out];
+        build.extend(["--cache", cache, "--agent", env!("CARGO_BIN_EXE_r2a-node")]);
+        build.extend(formats.iter().flatten());
+        build.extend(extra);
+        run(script, &build);
+        run(script, &["seed", manifest, "--all", "--out", out]);
     };
     let first = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
-    build(first.path(), &fx.cache, "exec \"$@\"");
+    build_and_seed(first.path(), &fx.cache, "exec \"$@\"", &[]);
     // The second: the cache moved (and moved back, whatever happens), its package layers
     // made again from the packages (`--refresh`: the kernel's initramfs and everything
     // the packages' scripts generate made anew), and an environment that differs in
@@ -335,24 +332,26 @@ fn two_builds_in_different_environments_give_the_same_bytes() {
     let second = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
     {
         let _back = support::MovedBack::new(&fx.cache, &moved);
-        build(
+        build_and_seed(
             second.path(),
             &moved,
             "umask 077; export TZ=Asia/Kathmandu LANG=de_DE.UTF-8 LC_ALL=de_DE.UTF-8; \
-             exec unshare --uts sh -c 'hostname another-builder; exec \"$@\" --refresh' \
-             build \"$@\"",
+             exec unshare --uts sh -c 'hostname another-builder; exec \"$@\"' r2a-image \"$@\"",
+            &["--refresh"],
         );
     }
+    // The portal's artifacts and every node's seed, by path under out/<cluster>/.
     let files = |out: &Path| -> Vec<(String, String)> {
-        let role = out.join("r2a-test/portal");
-        let mut files: Vec<(String, String)> = walkdir::WalkDir::new(&role)
-            .into_iter()
+        let cluster = out.join("r2a-test");
+        let mut files: Vec<(String, String)> = ["portal", "seeds"]
+            .iter()
+            .flat_map(|folder| walkdir::WalkDir::new(cluster.join(folder)))
             .map(Result::unwrap)
             .filter(|entry| entry.file_type().is_file())
             .map(|entry| {
                 let name = entry
                     .path()
-                    .strip_prefix(&role)
+                    .strip_prefix(&cluster)
                     .unwrap()
                     .display()
                     .to_string();
@@ -365,12 +364,14 @@ fn two_builds_in_different_environments_give_the_same_bytes() {
     let (one, two) = (files(first.path()), files(second.path()));
     let names: Vec<&str> = one.iter().map(|(name, _)| name.as_str()).collect();
     for expected in [
-        "rootfs.tar.gz",
-        "disk.raw",
-        "disk.qcow2",
-        "portal.iso",
-        "pxe/rootfs.cpio",
-        "sbom.spdx.json",
+        "portal/rootfs.tar.gz",
+        "portal/disk.raw",
+        "portal/disk.qcow2",
+        "portal/portal.iso",
+        "portal/pxe/rootfs.cpio",
+        "portal/sbom.spdx.json",
+        "seeds/portal1.iso",
+        "seeds/db1.iso",
     ] {
         assert!(
             names.contains(&expected),

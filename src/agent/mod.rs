@@ -61,7 +61,9 @@ use steps::{COMMON_STEPS, Context, run_step};
     about = "First-boot agent of a Ring2All PBX node"
 )]
 pub struct Cli {
-    /// Folder to treat as `/`; commands run (nft, mkfs, mount, ...) only with `/`.
+    /// An image tree to work on offline, as if it were `/`: files are written into it and
+    /// no command runs (nft, mkfs, mount, ...). Leave it out on a node; any other name
+    /// for this system's own `/` is refused.
     #[arg(long, global = true, default_value = "/", value_name = "DIR")]
     pub root: PathBuf,
     /// What to do.
@@ -112,12 +114,18 @@ pub fn main() -> ExitCode {
 
 /// Runs a parsed command line and reports an error on stderr.
 pub fn run(cli: &Cli) -> ExitCode {
-    let root = Root::new(&cli.root);
+    let root = match Root::from_command_line(&cli.root) {
+        Ok(root) => root,
+        Err(error) => {
+            eprintln!("r2a-node: configuration error: {error:#}");
+            return ExitCode::from(2);
+        }
+    };
     let mut host: Box<dyn Host> = if root.is_system_root() {
         Box::new(LiveHost)
     } else {
         Box::new(OfflineHost {
-            root: cli.root.clone(),
+            root: root.dir().to_path_buf(),
         })
     };
     let result = match &cli.command {
