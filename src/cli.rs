@@ -253,7 +253,7 @@ pub fn main() -> ExitCode {
                 eprintln!("{invalid}");
                 return ExitCode::from(2);
             }
-            if error.downcast_ref::<UsageError>().is_some() {
+            if error.chain().any(|cause| cause.is::<UsageError>()) {
                 eprintln!("r2a-image: error: {error:#}");
                 return ExitCode::from(2);
             }

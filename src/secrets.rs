@@ -8,8 +8,9 @@ use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 
+use crate::diag::UsageError;
 use crate::manifest::Cluster;
 use crate::pki::Pki;
 use crate::role::RoleSet;
@@ -139,16 +140,23 @@ impl Secrets {
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
                 return Ok((BTreeMap::new(), Pki::default()));
             }
-            Err(error) => return Err(error).with_context(|| format!("reading {}", path.display())),
+            Err(error) => {
+                return Err(UsageError(format!(
+                    "reading the secrets file {}: {error}",
+                    path.display()
+                ))
+                .into());
+            }
         };
         let mode = std::fs::metadata(path)?.permissions().mode();
         if mode & 0o077 != 0 {
-            bail!(
+            return Err(UsageError(format!(
                 "{} is readable by others (mode {:o}): run `chmod 600 {}`",
                 path.display(),
                 mode & 0o777,
                 path.display()
-            );
+            ))
+            .into());
         }
         #[derive(serde::Deserialize)]
         struct File {
@@ -161,10 +169,10 @@ impl Secrets {
             let line = error
                 .span()
                 .map_or(0, |span| text[..span.start].matches('\n').count() + 1);
-            anyhow::anyhow!(
+            UsageError(format!(
                 "{}:{line}: not a valid secrets file (expected a [secrets] table of strings and the [pki] tables r2a-image writes)",
                 path.display()
-            )
+            ))
         })?;
         let values = file
             .secrets

@@ -112,6 +112,13 @@ pub fn write_seeds(
     signer: Option<&Signer>,
 ) -> anyhow::Result<Vec<PathBuf>> {
     require_tools(&[XORRISO])?;
+    // A node named twice gets its one seed.
+    let mut seen = std::collections::HashSet::new();
+    let nodes: Vec<&Node> = nodes
+        .iter()
+        .copied()
+        .filter(|node| seen.insert(node.name.as_str()))
+        .collect();
     let cluster = &project.cluster;
     let source_date_epoch = cluster.source_date_epoch()?;
     let cluster_out = out.join(&cluster.name);
@@ -120,7 +127,7 @@ pub fn write_seeds(
     let work = WorkDir::new(&seeds, ".staging-")?;
     let mut rendered: BTreeMap<&str, RenderedRole> = BTreeMap::new();
     let mut written = Vec::new();
-    for node in nodes {
+    for node in &nodes {
         if !rendered.contains_key(node.role.as_str()) {
             rendered.insert(&node.role, project.render(&node.role)?);
         }

@@ -6,16 +6,7 @@ mod support;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
-use support::{repo, run_image_tool};
-
-/// The reference manifest copied into a fresh folder (render writes secrets beside it).
-fn reference_copy() -> (tempfile::TempDir, String) {
-    let dir = tempfile::tempdir().unwrap();
-    let manifest = dir.path().join("reference-cluster.toml");
-    std::fs::copy(repo().join("examples/reference-cluster.toml"), &manifest).unwrap();
-    let path = manifest.to_str().unwrap().to_string();
-    (dir, path)
-}
+use support::{reference_copy, run_image_tool};
 
 #[test]
 fn check_accepts_the_reference_cluster() {
@@ -116,6 +107,69 @@ fn requests_the_manifest_cannot_meet_exit_2_and_write_nothing() {
             output.stderr
         );
         assert!(!Path::new(out).exists(), "{args:?} wrote {out}");
+    }
+}
+
+/// A secrets file to put beside the manifest: its text and mode.
+type SecretsFile = Option<(&'static str, u32)>;
+
+/// What a user may point the tools at by mistake, each refused with status 2 and a
+/// message that says what to give instead: no file, a folder (by `check`, which reads no
+/// secret, and by `render`), a secrets file that is not one, and one others can read.
+#[test]
+fn a_missing_manifest_a_folder_or_a_bad_secrets_file_exits_2() {
+    let (dir, manifest) = reference_copy();
+    let out = dir.path().join("out");
+    let out = out.to_str().unwrap();
+    let missing = dir.path().join("missing.toml");
+    let folder = dir.path().to_str().unwrap();
+    let secrets = Path::new(&manifest).with_extension("secrets.toml");
+    // (the secrets file, the manifest, the commands, what the error says)
+    let cases: [(SecretsFile, &str, &[&str], &str); 4] = [
+        (
+            None,
+            missing.to_str().unwrap(),
+            &["check", "render"],
+            "there is no manifest at",
+        ),
+        (
+            None,
+            folder,
+            &["check", "render"],
+            "is a folder: give the manifest's file",
+        ),
+        (
+            Some(("secrets = [\n", 0o600)),
+            &manifest,
+            &["render"],
+            "reference-cluster.secrets.toml:1: not a valid secrets file",
+        ),
+        (
+            Some(("[secrets]\n", 0o644)),
+            &manifest,
+            &["render"],
+            "is readable by others (mode 644): run `chmod 600",
+        ),
+    ];
+    for (secrets_file, manifest, commands, expected) in cases {
+        if let Some((text, mode)) = secrets_file {
+            std::fs::write(&secrets, text).unwrap();
+            std::fs::set_permissions(&secrets, std::fs::Permissions::from_mode(mode)).unwrap();
+        }
+        for command in commands {
+            let args = match *command {
+                "check" => vec!["check", manifest],
+                _ => vec!["render", manifest, "--node", "pg-node-01", "--out", out],
+            };
+            let output = run_image_tool(&args, None);
+            assert_eq!(output.status.code(), Some(2), "{args:?}: {}", output.stderr);
+            assert!(
+                output.stderr.contains(expected),
+                "{args:?}: {}",
+                output.stderr
+            );
+            assert!(!Path::new(out).exists(), "{args:?} wrote {out}");
+        }
     }
 }
 
@@ -353,117 +407,6 @@ fn an_undefined_template_variable_names_the_template_line_and_variable() {
         "reported once, not once per node:\n{}",
         output.stderr
     );
-}
-
-#[test]
-fn seed_writes_a_cidata_image_per_node_and_records_it() {
-    let (dir, manifest) = reference_copy();
-    let out = dir.path().join("out");
-    let output = run_image_tool(
-        &["seed", &manifest, "--all", "--out", out.to_str().unwrap()],
-        None,
-    );
-    assert!(output.status.success(), "{}", output.stderr);
-    let seeds = out.join("ring2all/seeds");
-    let count = std::fs::read_dir(&seeds)
-        .unwrap()
-        .filter_map(Result::ok)
-        .filter(|e| e.file_name().to_string_lossy().ends_with(".iso"))
-        .count();
-    assert_eq!(count, 12, "one seed per node");
-    let sums = std::fs::read_to_string(out.join("ring2all/SHA256SUMS")).unwrap();
-    let iso = seeds.join("pg-node-02.iso");
-    assert!(
-        sums.contains(&format!(
-            "{}  seeds/pg-node-02.iso",
-            r2a::hash::sha256_file(&iso).unwrap()
-        )),
-        "{sums}"
-    );
-    let index: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(out.join("ring2all/manifest.json")).unwrap())
-            .unwrap();
-    assert_eq!(index["seeds"]["pg-node-02"]["path"], "seeds/pg-node-02.iso");
-
-    // What cloud-init will read: the volume label and the three files.
-    let info = std::process::Command::new("xorriso")
-        .args(["-indev"])
-        .arg(&iso)
-        .arg("-pvd_info")
-        .output()
-        .unwrap();
-    assert!(String::from_utf8_lossy(&info.stdout).contains("Volume Id    : cidata"));
-    let extracted = dir.path().join("extracted");
-    let status = std::process::Command::new("xorriso")
-        .args(["-osirrox", "on", "-indev"])
-        .arg(&iso)
-        .args(["-extract", "/"])
-        .arg(&extracted)
-        .stderr(std::process::Stdio::null())
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let meta = std::fs::read_to_string(extracted.join("meta-data")).unwrap();
-    assert!(
-        meta.contains("instance-id: r2a-ring2all-pg-node-02\n")
-            && meta.contains("r2a-node: pg-node-02\n"),
-        "{meta}"
-    );
-    assert!(
-        std::fs::read_to_string(extracted.join("network-config"))
-            .unwrap()
-            .contains("192.168.10.32/24")
-    );
-
-    // Same manifest, same bytes.
-    let seed_again = || {
-        run_image_tool(
-            &[
-                "seed",
-                &manifest,
-                "--node",
-                "pg-node-02",
-                "--out",
-                out.to_str().unwrap(),
-            ],
-            None,
-        )
-    };
-    let again = seed_again();
-    assert!(again.status.success(), "{}", again.stderr);
-    assert_eq!(
-        std::fs::read_to_string(out.join("ring2all/SHA256SUMS")).unwrap(),
-        sums
-    );
-
-    // A damaged index is never read as empty (the sums would lose every other file): the
-    // command fails, says what to do, and rewrites nothing.
-    let index_path = out.join("ring2all/manifest.json");
-    let mut damaged = std::fs::read(&index_path).unwrap();
-    damaged.truncate(damaged.len() / 2);
-    std::fs::write(&index_path, &damaged).unwrap();
-    let refused = seed_again();
-    assert_eq!(refused.status.code(), Some(1), "{}", refused.stderr);
-    assert!(
-        refused.stderr.contains("manifest.json is damaged")
-            && refused.stderr.contains("Restore it from a backup"),
-        "{}",
-        refused.stderr
-    );
-    assert_eq!(std::fs::read(&index_path).unwrap(), damaged);
-    assert_eq!(
-        std::fs::read_to_string(out.join("ring2all/SHA256SUMS")).unwrap(),
-        sums
-    );
-
-    let unknown = run_image_tool(&["seed", &manifest, "--node", "pg-node-09"], None);
-    assert!(
-        unknown.status.code() == Some(2) && unknown.stderr.contains("no node `pg-node-09`"),
-        "{}",
-        unknown.stderr
-    );
-    let neither = run_image_tool(&["seed", &manifest], None);
-    assert_eq!(neither.status.code(), Some(2), "{}", neither.stderr);
 }
 
 #[test]

@@ -305,10 +305,26 @@ fn not_utf8(path: &Path, error: &std::string::FromUtf8Error) -> crate::diag::Inv
     d.check().expect_err("one problem was recorded")
 }
 
+/// A manifest that cannot be read: invalid input, with what to give instead.
+fn unreadable(path: &Path, error: &std::io::Error) -> anyhow::Error {
+    let what = match error.kind() {
+        std::io::ErrorKind::NotFound => format!(
+            "there is no manifest at {}: give the path of a cluster manifest",
+            path.display()
+        ),
+        std::io::ErrorKind::IsADirectory => format!(
+            "{} is a folder: give the manifest's file inside it",
+            path.display()
+        ),
+        _ => format!("reading the manifest {}: {error}", path.display()),
+    };
+    crate::diag::UsageError(what).into()
+}
+
 impl Cluster {
     /// Reads and validates a manifest; every problem is reported at once.
     pub fn load(path: &Path, roles: &RoleSet) -> anyhow::Result<Cluster> {
-        let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+        let bytes = std::fs::read(path).map_err(|error| unreadable(path, &error))?;
         let text = match String::from_utf8(bytes.clone()) {
             Ok(text) => text,
             Err(error) => return Err(not_utf8(path, &error).into()),

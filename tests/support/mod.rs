@@ -382,6 +382,15 @@ pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// The reference manifest copied into a fresh folder (render writes secrets beside it).
+pub fn reference_copy() -> (tempfile::TempDir, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = dir.path().join("reference-cluster.toml");
+    std::fs::copy(repo().join("examples/reference-cluster.toml"), &manifest).unwrap();
+    let path = manifest.to_str().unwrap().to_string();
+    (dir, path)
+}
+
 /// A copy of the project's roles/ and overlays/, to change for one test.
 pub fn data_copy() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
