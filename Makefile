@@ -25,7 +25,13 @@ SPDX_TOOLS_VERSION := 0.8.5
 QEMU_UTILS := $(shell . /etc/os-release 2>/dev/null; \
                 if [ "$$VERSION_CODENAME" = bookworm ]; then echo qemu-utils/bookworm; else echo qemu-utils; fi)
 
-.PHONY: all deps build images test lint bench clean
+# Where `make install` puts the binaries, roles/ and overlays/, the man pages and the
+# shell completions (DESTDIR stages them for a package).
+PREFIX  ?= /usr/local
+DESTDIR ?=
+ROOT    := $(DESTDIR)$(PREFIX)
+
+.PHONY: all deps build images test lint bench install clean
 
 all: build
 
@@ -51,6 +57,17 @@ lint:
 
 bench: deps build
 	$(SUDO) ./bench/run.sh
+
+install: build
+	install -d $(ROOT)/bin $(ROOT)/share/r2a-appliance $(ROOT)/share/man/man1 \
+		$(ROOT)/share/bash-completion/completions $(ROOT)/share/zsh/site-functions \
+		$(ROOT)/share/fish/vendor_completions.d
+	install -m 0755 target/release/r2a-image target/release/r2a-node $(ROOT)/bin/
+	cp -R roles overlays $(ROOT)/share/r2a-appliance/
+	./target/release/r2a-image man $(ROOT)/share/man/man1 > /dev/null
+	./target/release/r2a-image completions bash > $(ROOT)/share/bash-completion/completions/r2a-image
+	./target/release/r2a-image completions zsh > $(ROOT)/share/zsh/site-functions/_r2a-image
+	./target/release/r2a-image completions fish > $(ROOT)/share/fish/vendor_completions.d/r2a-image.fish
 
 clean:
 	$(CARGO) clean

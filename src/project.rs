@@ -137,13 +137,16 @@ pub fn find_data_dir(explicit: Option<&Path>) -> anyhow::Result<PathBuf> {
     if let Some(dir) = std::env::var_os("R2A_DATA_DIR") {
         return Ok(PathBuf::from(dir));
     }
+    // A source checkout above the binary (target/release/), or `make install`'s
+    // <prefix>/share/r2a-appliance beside <prefix>/bin.
     let exe = std::env::current_exe().context("finding the running binary")?;
-    let checkout = exe
+    let found = exe
         .ancestors()
         .skip(1)
+        .flat_map(|dir| [dir.to_path_buf(), dir.join("share/r2a-appliance")])
         .find(|dir| dir.join("roles/base.toml").is_file());
-    if let Some(dir) = checkout {
-        return Ok(dir.to_path_buf());
+    if let Some(dir) = found {
+        return Ok(dir);
     }
     let system = PathBuf::from(SYSTEM_DATA_DIR);
     anyhow::ensure!(

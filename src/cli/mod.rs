@@ -1,5 +1,7 @@
 //! The `r2a-image` command line: argument definitions and dispatch to the library.
 
+mod generate;
+
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -28,6 +30,22 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Writes a commented starter manifest (three db and three fs nodes, one node of each
+    /// other role) that passes `check`; never overwrites a file.
+    Init {
+        /// The manifest to write.
+        path: PathBuf,
+    },
+    /// Prints the shell completion script for bash, zsh, fish, elvish or powershell.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Writes the man pages of r2a-image and of each of its commands into a folder.
+    Man {
+        /// The folder (e.g. /usr/local/share/man/man1).
+        dir: PathBuf,
+    },
     /// Validates a manifest and renders every template; builds nothing.
     Check {
         /// The cluster manifest.
@@ -143,8 +161,8 @@ struct BootArgs {
     /// The node whose NoCloud seed is attached (default: the role's first node).
     #[arg(long, value_name = "NAME")]
     node: Option<String>,
-    /// Which artifact boots.
-    #[arg(long, value_enum, default_value = "qcow2")]
+    /// Which artifact boots (a tarball does not).
+    #[arg(long, value_parser = bootable_format(), default_value = "qcow2")]
     format: Format,
     /// The firmware.
     #[arg(long, value_enum, default_value = "uefi")]
@@ -242,6 +260,15 @@ struct Selection {
 /// The cache folder when `--cache` is not given.
 pub const DEFAULT_CACHE: &str = "/var/cache/r2a-appliance";
 
+/// The formats `boot` starts: every one but the tarball.
+fn bootable_format() -> impl clap::builder::TypedValueParser<Value = Format> {
+    use clap::builder::TypedValueParser;
+    clap::builder::PossibleValuesParser::new(["raw", "qcow2", "iso", "pxe"]).map(|name| {
+        <Format as clap::ValueEnum>::from_str(&name, false)
+            .expect("the parser admits format names only")
+    })
+}
+
 /// Runs the command line; exit status 2 for invalid input, 128 + the signal's number after
 /// a signal (130 for Ctrl-C, 143 for SIGTERM), 1 otherwise.
 pub fn main() -> ExitCode {
@@ -267,11 +294,26 @@ pub fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    let data = find_data_dir(cli.data.as_deref())?;
+    // The roles and overlays, for the commands that read them.
+    let data = || find_data_dir(cli.data.as_deref());
     match cli.command {
-        Command::Cluster(args) => return crate::cluster::cli::run(&data, args),
+        Command::Init { path } => {
+            generate::init(&path)?;
+            println!(
+                "{} written; check it with `r2a-image check {}`",
+                path.display(),
+                path.display()
+            );
+        }
+        Command::Completions { shell } => generate::completions(shell)?,
+        Command::Man { dir } => {
+            for page in generate::man_pages(&dir)? {
+                println!("{}", page.display());
+            }
+        }
+        Command::Cluster(args) => return crate::cluster::cli::run(&data()?, args),
         Command::Check { manifest } => {
-            let project = Project::load(&data, &manifest, SecretsMode::ReadOnly)?;
+            let project = Project::load(&data()?, &manifest, SecretsMode::ReadOnly)?;
             println!(
                 "{}: valid ({} nodes, roles: {})",
                 manifest.display(),
@@ -285,7 +327,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             cache,
             json,
         } => {
-            let project = Project::load(&data, &manifest, SecretsMode::ReadOnly)?;
+            let project = Project::load(&data()?, &manifest, SecretsMode::ReadOnly)?;
             let Selection {
                 roles,
                 formats,
@@ -303,7 +345,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             node,
             out,
         } => {
-            let project = Project::load(&data, &manifest, SecretsMode::Create)?;
+            let project = Project::load(&data()?, &manifest, SecretsMode::Create)?;
             let count = render_node(&project, &node, &out)?;
             println!("{count} files for {node} written to {}", out.display());
         }
@@ -313,7 +355,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             all,
             out,
         } => {
-            let project = Project::load_for_seeds(&data, &manifest)?;
+            let project = Project::load_for_seeds(&data()?, &manifest)?;
             let cluster = &project.cluster;
             let chosen: Vec<&crate::manifest::Node> = if all {
                 cluster.nodes.iter().collect()
@@ -346,10 +388,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             } else {
                 None
             };
-            return crate::verify::run(&data, &manifest, &out, rebuild.as_ref());
+            return crate::verify::run(&data()?, &manifest, &out, rebuild.as_ref());
         }
-        Command::Cache { action } => crate::cache::run(&data, action)?,
-        Command::Boot(args) => boot(&data, args)?,
+        Command::Cache { action } => crate::cache::run(&data()?, action)?,
+        Command::Boot(args) => boot(&data()?, args)?,
         Command::Build {
             manifest,
             selection,
@@ -366,7 +408,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 bootstrap,
             } = selection;
             crate::interrupt::install()?;
-            let project = Project::load(&data, &manifest, SecretsMode::Create)?;
+            let project = Project::load(&data()?, &manifest, SecretsMode::Create)?;
             // A role the manifest lacks is refused before any folder is made.
             project.roles_to_build(&roles)?;
             let agent = agent_or_sibling(agent)?;
