@@ -104,6 +104,35 @@ impl fmt::Display for Diagnostic {
     }
 }
 
+/// A diagnostic as `check --json` prints it: named fields, line and column null when the
+/// problem is with a file as a whole.
+#[derive(Debug, serde::Serialize)]
+pub struct DiagnosticRecord<'a> {
+    /// The file.
+    pub file: &'a Path,
+    /// 1-based line.
+    pub line: Option<usize>,
+    /// 1-based column, in characters.
+    pub column: Option<usize>,
+    /// What is wrong.
+    pub message: &'a str,
+    /// What to do about it.
+    pub hint: Option<&'a str>,
+}
+
+impl Diagnostic {
+    /// The diagnostic as `check --json` prints it.
+    pub fn record(&self) -> DiagnosticRecord<'_> {
+        DiagnosticRecord {
+            file: &self.location.path,
+            line: self.location.position.map(|(line, _)| line),
+            column: self.location.position.map(|(_, column)| column),
+            message: &self.message,
+            hint: self.hint.as_deref(),
+        }
+    }
+}
+
 /// A list of problems, gathered across a whole validation pass.
 #[derive(Debug, Default)]
 pub struct Diagnostics {

@@ -11,9 +11,14 @@ use crate::build::{LayerSpec, LayerStore, layer};
 use crate::manifest::{Bootstrap, Format};
 use crate::project::Project;
 
+/// The version of `plan --json`'s shape: raised when a field changes meaning or goes.
+pub const PLAN_SCHEMA: u32 = 1;
+
 /// The whole plan, printable as text or JSON.
 #[derive(Debug, Serialize)]
 pub struct Plan {
+    /// [`PLAN_SCHEMA`].
+    pub schema: u32,
     /// Cluster name.
     pub cluster: String,
     /// The bootstrap tool and version.
@@ -29,6 +34,15 @@ pub struct Plan {
     /// How the lock beside the manifest stands against these layers and the sources
     /// now; absent without a lock.
     pub lock: Option<crate::lock::LockStatus>,
+}
+
+/// One node of a role.
+#[derive(Debug, Serialize)]
+pub struct NodePlan {
+    /// Its name.
+    pub name: String,
+    /// Its address.
+    pub address: String,
 }
 
 /// One layer: its key and whether the cache has it.
@@ -47,8 +61,8 @@ pub struct LayerPlan {
 pub struct RolePlan {
     /// The role.
     pub role: String,
-    /// Its nodes: name and address.
-    pub nodes: Vec<(String, String)>,
+    /// Its nodes.
+    pub nodes: Vec<NodePlan>,
     /// Its package layer.
     pub layer: LayerPlan,
     /// Vendor packages to install.
@@ -118,7 +132,10 @@ pub fn plan(
         role_plans.push(RolePlan {
             nodes: cluster
                 .nodes_of(&name)
-                .map(|n| (n.name.clone(), n.address.to_string()))
+                .map(|n| NodePlan {
+                    name: n.name.clone(),
+                    address: n.address.to_string(),
+                })
                 .collect(),
             layer: LayerPlan {
                 cached: store.contains(&spec),
@@ -151,6 +168,7 @@ pub fn plan(
         }
     });
     Ok(Plan {
+        schema: PLAN_SCHEMA,
         cluster: cluster.name.clone(),
         boot_tools,
         bootstrap: base.tool.clone().unwrap_or_default(),
@@ -258,7 +276,7 @@ impl Plan {
             let nodes: Vec<String> = role
                 .nodes
                 .iter()
-                .map(|(name, address)| format!("{name} ({address})"))
+                .map(|node| format!("{} ({})", node.name, node.address))
                 .collect();
             let _ = writeln!(text, "  nodes     {}", nodes.join(", "));
             let _ = writeln!(

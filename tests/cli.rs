@@ -11,6 +11,14 @@ use support::{reference_copy, run_image_tool};
 #[test]
 fn check_accepts_the_reference_cluster() {
     let (_dir, manifest) = reference_copy();
+    let json = run_image_tool(&["check", &manifest, "--json"], None);
+    assert!(json.status.success(), "{}", json.stderr);
+    let report: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
+    assert_eq!(
+        (report["valid"].clone(), report["nodes"].clone()),
+        (true.into(), 12.into())
+    );
+    assert_eq!(report["diagnostics"], serde_json::json!([]));
     let output = run_image_tool(&["check", &manifest], None);
     assert!(output.status.success(), "{}", output.stderr);
     assert!(
@@ -46,6 +54,25 @@ fn check_reports_bad_input_with_place_and_status_2() {
         !dir.path().join("reference-cluster.secrets.toml").exists(),
         "check writes nothing"
     );
+    // The same as JSON, on standard output, with the same status.
+    let output = run_image_tool(&["check", &manifest, "--json"], None);
+    assert_eq!(output.status.code(), Some(2), "{}", output.stderr);
+    let report: serde_json::Value = serde_json::from_str(&output.stdout).unwrap();
+    assert_eq!(report["valid"], false);
+    let diagnostic = &report["diagnostics"][0];
+    assert_eq!(diagnostic["file"], manifest.as_str());
+    assert_eq!(
+        (diagnostic["line"].clone(), diagnostic["column"].clone()),
+        (45.into(), 11.into())
+    );
+    assert!(
+        diagnostic["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("address 192.168.11.32 of node pg-node-02 is outside"),
+        "{diagnostic}"
+    );
+    assert!(diagnostic["hint"].is_string(), "{diagnostic}");
 }
 
 #[test]
@@ -230,6 +257,19 @@ fn plan_shows_roles_cache_state_outputs_and_capacity() {
     );
     assert!(output.status.success(), "{}", output.stderr);
     let plan: serde_json::Value = serde_json::from_str(&output.stdout).unwrap();
+    assert_eq!(plan["schema"], r2a::plan::PLAN_SCHEMA);
+    assert_eq!(plan["roles"][2]["nodes"][1]["name"], "pg-node-02");
+    assert_eq!(plan["roles"][2]["nodes"][1]["address"], "192.168.10.32");
+    // The reference builds qcow2, iso and pxe: GRUB's layer is planned.
+    assert!(
+        plan["boot_tools"]["packages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p == "grub-efi-amd64-bin"),
+        "{}",
+        plan["boot_tools"]
+    );
     let roles: Vec<&str> = plan["roles"]
         .as_array()
         .unwrap()

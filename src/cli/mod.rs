@@ -1,6 +1,7 @@
 //! The `r2a-image` command line: argument definitions and dispatch to the library.
 
 mod generate;
+mod report;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -50,6 +51,9 @@ enum Command {
     Check {
         /// The cluster manifest.
         manifest: PathBuf,
+        /// Print JSON: `valid`, and every diagnostic's file, line, column, message and hint.
+        #[arg(long)]
+        json: bool,
     },
     /// Shows what a build would make: roles, nodes, packages, cache hits, outputs, capacity.
     Plan {
@@ -312,8 +316,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
         }
         Command::Cluster(args) => return crate::cluster::cli::run(&data()?, args),
-        Command::Check { manifest } => {
-            let project = Project::load(&data()?, &manifest, SecretsMode::ReadOnly)?;
+        Command::Check { manifest, json } => {
+            let loaded = Project::load(&data()?, &manifest, SecretsMode::ReadOnly);
+            if json {
+                return report::check_json(&manifest, loaded);
+            }
+            let project = loaded?;
             println!(
                 "{}: valid ({} nodes, roles: {})",
                 manifest.display(),
