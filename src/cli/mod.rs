@@ -1,5 +1,6 @@
 //! The `r2a-image` command line: argument definitions and dispatch to the library.
 
+mod boot;
 mod generate;
 mod report;
 
@@ -9,8 +10,6 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
-use crate::boot::BootOptions;
-use crate::boot::qemu::{Accel, Firmware, PxeLoader};
 use crate::build::{self, BuildOptions};
 use crate::diag::{InvalidInput, UsageError};
 use crate::interrupt::Interrupted;
@@ -121,7 +120,7 @@ enum Command {
         action: crate::cache::CacheAction,
     },
     /// Boots a built image in QEMU on a serial console, with a node's seed attached.
-    Boot(BootArgs),
+    Boot(boot::BootArgs),
     /// Runs a cluster on this machine: one systemd-nspawn container per node, on a
     /// private bridge (up, status, stop, kill, start, exec, down).
     Cluster(crate::cluster::cli::ClusterArgs),
@@ -154,93 +153,6 @@ enum Command {
     },
 }
 
-/// `r2a-image boot`'s options.
-#[derive(Debug, clap::Args)]
-struct BootArgs {
-    /// The cluster manifest.
-    manifest: PathBuf,
-    /// The role whose image boots.
-    #[arg(long)]
-    role: String,
-    /// The node whose NoCloud seed is attached (default: the role's first node).
-    #[arg(long, value_name = "NAME")]
-    node: Option<String>,
-    /// Which artifact boots (a tarball does not).
-    #[arg(long, value_parser = bootable_format(), default_value = "qcow2")]
-    format: Format,
-    /// The firmware.
-    #[arg(long, value_enum, default_value = "uefi")]
-    firmware: Firmware,
-    /// KVM or software emulation (auto: KVM when it works, else TCG).
-    #[arg(long, value_enum, default_value = "auto")]
-    accel: Accel,
-    /// ISO only: take the install entry, install onto a blank disk, then boot that disk.
-    #[arg(long)]
-    install: bool,
-    /// ISO only: attach it as a USB stick (the hybrid image) instead of a CD.
-    #[arg(long)]
-    usb: bool,
-    /// PXE only: the network boot loader the firmware's iPXE starts first.
-    #[arg(long, value_enum, default_value = "ipxe")]
-    pxe_loader: PxeLoader,
-    /// Exit 0 once multi-user.target is reached, r2a-firstboot.service succeeded and no
-    /// unit failed; exit 1 with the console's tail otherwise.
-    #[arg(long)]
-    check: bool,
-    /// The check's time limit in seconds.
-    #[arg(long, value_name = "SECONDS", default_value_t = 900)]
-    timeout: u64,
-    /// Guest memory in MiB (the live formats hold the system in RAM).
-    #[arg(long, value_name = "MIB", default_value_t = 2048)]
-    memory: u32,
-    /// Where the images were published.
-    #[arg(long, value_name = "DIR", default_value = "out")]
-    out: PathBuf,
-}
-
-fn boot(data: &Path, args: BootArgs) -> anyhow::Result<()> {
-    anyhow::ensure!(
-        !(args.install || args.usb) || args.format == Format::Iso,
-        UsageError("--install and --usb are for the ISO; add --format iso".into())
-    );
-    anyhow::ensure!(
-        args.pxe_loader == PxeLoader::Ipxe || args.format == Format::Pxe,
-        UsageError("--pxe-loader is for PXE boots; add --format pxe".into())
-    );
-    crate::interrupt::install()?;
-    let project = Project::load_for_seeds(data, &args.manifest)?;
-    let options = BootOptions {
-        role: args.role,
-        node: args.node,
-        format: args.format,
-        firmware: args.firmware,
-        accel: args.accel,
-        install: args.install,
-        usb: args.usb,
-        pxe_loader: args.pxe_loader,
-        check: args.check,
-        timeout: std::time::Duration::from_secs(args.timeout),
-        memory_mib: args.memory,
-        // Read from, not made: a boot needs what a build published there.
-        out: std::path::absolute(&args.out)
-            .with_context(|| format!("resolving {}", args.out.display()))?,
-    };
-    if let Some(report) = crate::boot::boot(&project, &options)? {
-        println!(
-            "r2a-image: {} booted ({}, {:?}): multi-user.target reached, r2a-firstboot.service succeeded{}, no failed unit; addresses {}",
-            report.node.as_deref().unwrap_or("?"),
-            options.format.name(),
-            options.firmware,
-            report
-                .firstboot_done_seconds
-                .map(|s| format!(" at {s:.1} s"))
-                .unwrap_or_default(),
-            report.addresses.join(", ")
-        );
-    }
-    Ok(())
-}
-
 fn parse_size(text: &str) -> Result<u64, String> {
     text.parse::<bytesize::ByteSize>()
         .map(|size| size.as_u64())
@@ -263,15 +175,6 @@ struct Selection {
 
 /// The cache folder when `--cache` is not given.
 pub const DEFAULT_CACHE: &str = "/var/cache/r2a-appliance";
-
-/// The formats `boot` starts: every one but the tarball.
-fn bootable_format() -> impl clap::builder::TypedValueParser<Value = Format> {
-    use clap::builder::TypedValueParser;
-    clap::builder::PossibleValuesParser::new(["raw", "qcow2", "iso", "pxe"]).map(|name| {
-        <Format as clap::ValueEnum>::from_str(&name, false)
-            .expect("the parser admits format names only")
-    })
-}
 
 /// Runs the command line; exit status 2 for invalid input, 128 + the signal's number after
 /// a signal (130 for Ctrl-C, 143 for SIGTERM), 1 otherwise.
@@ -399,7 +302,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             return crate::verify::run(&data()?, &manifest, &out, rebuild.as_ref());
         }
         Command::Cache { action } => crate::cache::run(&data()?, action)?,
-        Command::Boot(args) => boot(&data()?, args)?,
+        Command::Boot(args) => boot::boot(&data()?, args)?,
         Command::Build {
             manifest,
             selection,
