@@ -6,23 +6,40 @@ use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressStyle};
 
+/// How much a command says while it works (`--quiet`, `--verbose`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Verbosity {
+    /// Warnings and failures only.
+    Quiet,
+    /// Each stage and its time.
+    #[default]
+    Normal,
+    /// Each stage, and every line its tools print.
+    Verbose,
+}
+
 /// Where stage progress goes.
 #[derive(Debug, Clone, Copy)]
 pub struct Progress {
     fancy: bool,
+    verbosity: Verbosity,
 }
 
 impl Progress {
-    /// Bars when stderr is a terminal, plain lines otherwise.
-    pub fn detect() -> Self {
+    /// Bars when stderr is a terminal (and not quiet), plain lines otherwise.
+    pub fn detect(verbosity: Verbosity) -> Self {
         Progress {
-            fancy: std::io::stderr().is_terminal(),
+            fancy: verbosity != Verbosity::Quiet && std::io::stderr().is_terminal(),
+            verbosity,
         }
     }
 
     /// Plain lines always.
     pub fn plain() -> Self {
-        Progress { fancy: false }
+        Progress {
+            fancy: false,
+            verbosity: Verbosity::Normal,
+        }
     }
 
     /// Starts a stage; it reports its time when finished, and failure when dropped unfinished.
@@ -40,12 +57,13 @@ impl Progress {
             bar.enable_steady_tick(Duration::from_millis(120));
             bar
         });
-        if bar.is_none() {
+        if bar.is_none() && self.verbosity != Verbosity::Quiet {
             eprintln!("r2a-image: {name} ...");
         }
         Stage {
             name,
             bar,
+            verbosity: self.verbosity,
             started: Instant::now(),
             finished: false,
         }
@@ -56,14 +74,22 @@ impl Progress {
 pub struct Stage {
     name: String,
     bar: Option<ProgressBar>,
+    verbosity: Verbosity,
     started: Instant,
     finished: bool,
 }
 
 impl Stage {
-    /// Shows the latest line of the stage's tool (terminal only: logs would drown).
+    /// Shows the latest line of the stage's tool (terminal only: logs would drown), or
+    /// with `--verbose` prints every line.
     pub fn line(&self, text: &str) {
-        if let Some(bar) = &self.bar {
+        if self.verbosity == Verbosity::Verbose {
+            let line = format!("  {}: {}", self.name, text.trim_end());
+            match &self.bar {
+                Some(bar) => bar.println(line),
+                None => eprintln!("{line}"),
+            }
+        } else if let Some(bar) = &self.bar {
             bar.set_message(text.trim().to_string());
         }
     }
@@ -111,7 +137,7 @@ impl Stage {
         if let Some(bar) = self.bar.take() {
             bar.finish_and_clear();
             eprintln!("\u{2713} {line}");
-        } else {
+        } else if self.verbosity != Verbosity::Quiet {
             eprintln!("r2a-image: {line}");
         }
     }

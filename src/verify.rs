@@ -21,6 +21,8 @@ pub struct RebuildOptions {
     pub agent: PathBuf,
     /// The disk size the images were built with, when one was given.
     pub disk_size: Option<u64>,
+    /// Where the rebuilds' stages are shown.
+    pub progress: Progress,
 }
 
 /// Checks what is published for the cluster; every problem goes to stderr, one per line,
@@ -113,7 +115,7 @@ fn compare_with_rebuild(
             disk_size: options.disk_size,
             locked: false,
         };
-        build::build(project, &build_options, Progress::detect())
+        build::build(project, &build_options, options.progress)
             .with_context(|| format!("rebuilding the {role} role"))?;
         let rebuilt_cluster = rebuilt_out.join(&project.cluster.name);
         for (path, _) in record.files() {

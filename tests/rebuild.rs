@@ -39,6 +39,11 @@ fn an_unchanged_rebuild_hits_every_cache_and_keeps_the_artifacts() {
     let plan = fx.plan("db");
     assert_eq!(plan["base"]["cached"], true);
     assert_eq!(plan["roles"][0]["layer"]["cached"], true);
+
+    // --quiet: nothing on stderr when nothing goes wrong.
+    let quiet = fx.build(&["--role", "db", "--quiet"], None);
+    assert!(quiet.status.success(), "{}", quiet.stderr);
+    assert_eq!(quiet.stderr, "", "--quiet said something");
 }
 
 #[test]
@@ -68,9 +73,18 @@ fn an_overlay_change_rebuilds_the_image_but_no_package_layer() {
         std::fs::read_to_string(tree.path().join("etc/motd")).unwrap(),
         "changed overlay\n"
     );
-    // Put the project's own overlay back for the other tests.
-    let output = fx.build(&["--role", "portal"], None);
+    // Put the project's own overlay back for the other tests; --verbose shows what the
+    // tools print under their stage (systemctl enabling the role's units).
+    let output = fx.build(&["--role", "portal", "--verbose"], None);
     assert!(output.status.success(), "{}", output.stderr);
+    assert!(
+        output
+            .stderr
+            .lines()
+            .any(|line| line.starts_with("  portal: overlay: ") && line.contains("symlink")),
+        "{}",
+        output.stderr
+    );
 }
 
 /// A cached layer with a file cut short and one removed is found damaged by its digest,

@@ -14,7 +14,7 @@ use crate::build::{self, BuildOptions};
 use crate::diag::{InvalidInput, UsageError};
 use crate::interrupt::Interrupted;
 use crate::manifest::{Bootstrap, Format};
-use crate::progress::Progress;
+use crate::progress::{Progress, Verbosity};
 use crate::project::{Project, SecretsMode, find_data_dir};
 
 /// Builds bootable Debian 13 appliance images, one per role of a Ring2All PBX cluster.
@@ -24,6 +24,12 @@ pub struct Cli {
     /// Folder holding roles/ and overlays/ (default: the source checkout or /usr/share/r2a-appliance).
     #[arg(long, global = true, value_name = "DIR")]
     pub data: Option<PathBuf>,
+    /// Say only what went wrong (and warnings).
+    #[arg(long, short, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+    /// Also print every line the build's tools print, under their stage.
+    #[arg(long, short, global = true)]
+    pub verbose: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -203,6 +209,11 @@ pub fn main() -> ExitCode {
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     // The roles and overlays, for the commands that read them.
     let data = || find_data_dir(cli.data.as_deref());
+    let progress = Progress::detect(match (cli.quiet, cli.verbose) {
+        (true, _) => Verbosity::Quiet,
+        (_, true) => Verbosity::Verbose,
+        _ => Verbosity::Normal,
+    });
     match cli.command {
         Command::Init { path } => {
             generate::init(&path)?;
@@ -295,6 +306,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     cache: absolute_dir(&cache)?,
                     agent: agent_or_sibling(agent)?,
                     disk_size,
+                    progress,
                 })
             } else {
                 None
@@ -336,7 +348,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 disk_size,
                 locked,
             };
-            let records = build::build(&project, &options, Progress::detect())?;
+            let records = build::build(&project, &options, progress)?;
             for record in records {
                 for artifact in &record.artifacts {
                     println!(
