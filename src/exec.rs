@@ -4,7 +4,6 @@
 use std::collections::VecDeque;
 use std::ffi::OsStr;
 use std::io::{BufRead, BufReader};
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 
@@ -137,17 +136,9 @@ pub fn describe(command: &Command) -> String {
     words.join(" ")
 }
 
+/// A word as a POSIX shell reads it back.
 fn quote(word: &OsStr) -> String {
-    let word = word.to_string_lossy();
-    let plain = !word.is_empty()
-        && word
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_./=:,+@%".contains(c));
-    if plain {
-        word.into_owned()
-    } else {
-        format!("'{}'", word.replace('\'', r"'\''"))
-    }
+    shell_words::quote(&word.to_string_lossy()).into_owned()
 }
 
 /// A host program a command needs, why, and the Debian package that provides it.
@@ -190,17 +181,10 @@ pub fn require_tools(tools: &[Tool]) -> anyhow::Result<()> {
 /// root shell may lack).
 pub fn find_program(program: &str) -> Option<std::path::PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_default();
-    let extra = ["/usr/local/sbin", "/usr/sbin", "/sbin"].map(std::path::PathBuf::from);
-    std::env::split_paths(&path)
-        .chain(extra)
-        .map(|dir| dir.join(program))
-        .find(|candidate| is_executable(candidate))
-}
-
-fn is_executable(path: &Path) -> bool {
-    use std::os::unix::fs::PermissionsExt;
-    path.metadata()
-        .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    let mut folders: Vec<std::path::PathBuf> = std::env::split_paths(&path).collect();
+    folders.extend(["/usr/local/sbin", "/usr/sbin", "/sbin"].map(std::path::PathBuf::from));
+    let search = std::env::join_paths(folders).ok()?;
+    which::which_in(program, Some(search), "/").ok()
 }
 
 #[cfg(test)]

@@ -113,27 +113,9 @@ pub fn remove_any(path: &Path) -> anyhow::Result<()> {
     .with_context(|| format!("removing {}", path.display()))
 }
 
-/// `*` matches any run of characters; everything else matches itself.
+/// Whether `name` matches the shell pattern `pattern` (`*`, `?`, `[...]`).
 pub fn wildcard_match(pattern: &str, name: &str) -> bool {
-    let parts: Vec<&str> = pattern.split('*').collect();
-    if parts.len() == 1 {
-        return pattern == name;
-    }
-    let (first, last) = (parts[0], parts[parts.len() - 1]);
-    if !name.starts_with(first)
-        || !name[first.len()..].ends_with(last)
-        || name.len() < first.len() + last.len()
-    {
-        return false;
-    }
-    let mut rest = &name[first.len()..name.len() - last.len()];
-    for part in &parts[1..parts.len() - 1] {
-        match rest.find(part) {
-            Some(index) => rest = &rest[index + part.len()..],
-            None => return false,
-        }
-    }
-    true
+    glob::Pattern::new(pattern).is_ok_and(|pattern| pattern.matches(name))
 }
 
 #[cfg(test)]

@@ -11,24 +11,13 @@ fn utc(seconds: i64) -> anyhow::Result<OffsetDateTime> {
 
 /// `YYYY-MM-DDThh:mm:ssZ` (RFC 3339, as SPDX asks).
 pub fn rfc3339(seconds: i64) -> anyhow::Result<String> {
-    let at = utc(seconds)?;
-    Ok(format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
-        at.year(),
-        u8::from(at.month()),
-        at.day(),
-        at.hour(),
-        at.minute(),
-        at.second()
-    ))
+    Ok(utc(seconds)?.format(&time::format_description::well_known::Rfc3339)?)
 }
 
 /// `YYYYMMDDhhmmss` (ISO 9660's digits without the hundredths).
 pub fn digits(seconds: i64) -> anyhow::Result<String> {
-    Ok(rfc3339(seconds)?
-        .chars()
-        .filter(char::is_ascii_digit)
-        .collect())
+    let digits = time::macros::format_description!("[year][month][day][hour][minute][second]");
+    Ok(utc(seconds)?.format(&digits)?)
 }
 
 #[cfg(test)]

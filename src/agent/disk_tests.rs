@@ -49,7 +49,7 @@ fn a_blank_disk_is_formatted_once_recorded_in_fstab_and_mounted() {
             "mkfs.ext4 -L r2a-data /dev/vdb",
             BLKID,
             FINDMNT,
-            &format!("mount -t ext4 UUID={UUID} /var/lib/postgresql"),
+            &format!("mount -t ext4 'UUID={UUID}' /var/lib/postgresql"),
             FINDMNT,
         ]
     );
@@ -93,7 +93,7 @@ fn a_disk_with_the_roles_filesystem_is_kept_and_mounted() {
     host.answer(BLKID, &format!("UUID={UUID}\nTYPE=ext4\n"))
         .absent(FINDMNT)
         .answer(FINDMNT, "/dev/vdb ext4")
-        .succeed(&format!("mount -t ext4 UUID={UUID} /var/lib/postgresql"));
+        .succeed(&format!("mount -t ext4 'UUID={UUID}' /var/lib/postgresql"));
     let outcome = run(&fake, "db1", &mut host, None).unwrap();
     assert!(outcome.changed);
     assert!(!outcome.detail.contains("formatted"), "{}", outcome.detail);
@@ -146,14 +146,14 @@ fn the_roles_mkfs_options_come_before_the_label() {
     let mut host = ScriptedHost::new(true);
     host.absent(BLKID)
         .answer(BLKID, "UUID=42\nTYPE=xfs\n")
-        .succeed("mkfs.xfs -i size=512 -L r2a-data /dev/vdb")
+        .succeed("mkfs.xfs -i 'size=512' -L r2a-data /dev/vdb")
         .absent(findmnt)
         .answer(findmnt, "/dev/vdb xfs")
-        .succeed("mount -t xfs UUID=42 /srv/gluster/b1");
+        .succeed("mount -t xfs 'UUID=42' /srv/gluster/b1");
     run(&fake, "db1", &mut host, None).unwrap();
     assert!(
         host.log()
-            .contains(&"mkfs.xfs -i size=512 -L r2a-data /dev/vdb".to_string())
+            .contains(&"mkfs.xfs -i 'size=512' -L r2a-data /dev/vdb".to_string())
     );
     assert!(
         fake.read(FSTAB_FILE)

@@ -69,7 +69,7 @@ fn a_first_run_applies_every_step_and_records_it() {
             "networkctl reload",
             "nft -f /etc/nftables.conf",
             "mkfs.ext4 -L r2a-data /dev/vdb",
-            "mount -t ext4 UUID=0b1c2d3e-aaaa-bbbb-cccc-000000000001 /var/lib/postgresql",
+            "mount -t ext4 'UUID=0b1c2d3e-aaaa-bbbb-cccc-000000000001' /var/lib/postgresql",
         ]
     );
 }

@@ -318,7 +318,7 @@ mod tests {
             "1 r2a-report.service start running\n",
         )
         .answer(
-            "systemctl show --property=Result,ExecMainExitTimestampMonotonic r2a-firstboot.service",
+            "systemctl show '--property=Result,ExecMainExitTimestampMonotonic' r2a-firstboot.service",
             "Result=success\nExecMainExitTimestampMonotonic=23456789\n",
         )
         .succeed("systemctl is-active --quiet multi-user.target")

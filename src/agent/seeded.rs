@@ -181,7 +181,7 @@ mod tests {
                 drive: Some("/dev/sr1"),
                 origin: Some("r2a-node.tar on /dev/sr1"),
                 commands: &[
-                    "blkid -t LABEL=cidata -o device",
+                    "blkid -t 'LABEL=cidata' -o device",
                     "mount -o ro,nodev,nosuid,noexec /dev/sr1 /run/r2a/seed-drive",
                     "umount /run/r2a/seed-drive",
                 ],
@@ -193,8 +193,8 @@ mod tests {
                 drive: None,
                 origin: None,
                 commands: &[
-                    "blkid -t LABEL=cidata -o device",
-                    "blkid -t LABEL=CIDATA -o device",
+                    "blkid -t 'LABEL=cidata' -o device",
+                    "blkid -t 'LABEL=CIDATA' -o device",
                 ],
             },
             Case {
@@ -216,7 +216,7 @@ mod tests {
             }
             match case.drive {
                 Some(device) => {
-                    host.answer("blkid -t LABEL=cidata -o device", &format!("{device}\n"));
+                    host.answer("blkid -t 'LABEL=cidata' -o device", &format!("{device}\n"));
                     let mounted = fake.root.path(MOUNT_POINT).join(FILE_NAME);
                     std::fs::create_dir_all(mounted.parent().unwrap()).unwrap();
                     std::fs::write(mounted, payload()).unwrap();
@@ -226,8 +226,8 @@ mod tests {
                     host.succeed("umount /run/r2a/seed-drive");
                 }
                 None => {
-                    host.absent("blkid -t LABEL=cidata -o device");
-                    host.absent("blkid -t LABEL=CIDATA -o device");
+                    host.absent("blkid -t 'LABEL=cidata' -o device");
+                    host.absent("blkid -t 'LABEL=CIDATA' -o device");
                 }
             }
             let result = stage_node_data(&fake.root, &mut host);

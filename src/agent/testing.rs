@@ -149,6 +149,6 @@ pub fn healthy_db1_host() -> ScriptedHost {
             "findmnt --noheadings --output SOURCE,FSTYPE --mountpoint /var/lib/postgresql",
             "/dev/vdb ext4\n",
         );
-    host.succeed("mount -t ext4 UUID=0b1c2d3e-aaaa-bbbb-cccc-000000000001 /var/lib/postgresql");
+    host.succeed("mount -t ext4 'UUID=0b1c2d3e-aaaa-bbbb-cccc-000000000001' /var/lib/postgresql");
     host
 }
