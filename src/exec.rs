@@ -57,7 +57,7 @@ impl CommandExt for Command {
         std::thread::scope(|scope| {
             let kept_lines = Arc::clone(&kept);
             scope.spawn(move || {
-                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                for line in lines_of(stderr) {
                     on_line(&line);
                     let mut kept = kept_lines.lock().expect("stderr buffer lock");
                     if kept.len() == STDERR_TAIL_LINES {
@@ -66,7 +66,7 @@ impl CommandExt for Command {
                     kept.push_back(line);
                 }
             });
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            for line in lines_of(stdout) {
                 on_line(&line);
             }
         });
@@ -127,6 +127,20 @@ fn failure(command: &Command, status: &std::process::ExitStatus, stderr: &str) -
         message.push_str(stderr.trim_end());
     }
     message
+}
+
+/// Every line `reader` gives, to its end: read as bytes, so a line that is not UTF-8 (a
+/// tool's Latin-1 message) is shown with replacement characters instead of ending the
+/// reading, which would leave the tool blocked on a full pipe.
+fn lines_of(reader: impl std::io::Read) -> impl Iterator<Item = String> {
+    BufReader::new(reader)
+        .split(b'\n')
+        .map_while(Result::ok)
+        .map(|line| {
+            String::from_utf8_lossy(&line)
+                .trim_end_matches('\r')
+                .to_string()
+        })
 }
 
 /// The command line as one shell-like string, for messages.
@@ -190,6 +204,27 @@ pub fn find_program(program: &str) -> Option<std::path::PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A line that is not UTF-8 is passed on, and the lines after it too (on both pipes);
+    /// then the tool's 1 MiB of output after them is read to its end.
+    #[test]
+    fn a_line_that_is_not_utf8_does_not_stop_the_reading() {
+        let seen = Mutex::new(Vec::new());
+        Command::new("sh")
+            .args([
+                "-c",
+                "printf 'a\\n\\377\\nb\\n'; printf 'e\\351\\n' >&2; head -c 1048576 /dev/zero",
+            ])
+            .run_streaming(&|line| seen.lock().unwrap().push(line.to_string()))
+            .unwrap();
+        let seen = seen.into_inner().unwrap();
+        for expected in ["a", "\u{FFFD}", "b", "e\u{FFFD}"] {
+            assert!(
+                seen.iter().any(|line| line == expected),
+                "{expected:?} in {seen:?}"
+            );
+        }
+    }
 
     #[test]
     fn a_failure_names_the_command_and_keeps_the_stderr_tail() {
