@@ -10,7 +10,7 @@ use std::time::SystemTime;
 
 use anyhow::Context;
 
-use crate::build::layer::{self, LayerSpec, LayerStore, USED_STAMP};
+use crate::pipeline::layer::{self, LayerSpec, LayerStore, USED_STAMP};
 use crate::project::Project;
 
 /// One cached layer.
@@ -99,7 +99,7 @@ pub fn status(cache: &Path, in_use: &BTreeSet<String>) -> anyhow::Result<CacheRe
     Ok(CacheReport {
         layers,
         gzip_members: bytes_under(&cache.join(GZIP_MEMBERS))?,
-        apt_archive: bytes_under(&cache.join(crate::build::APT_ARCHIVES_DIR))?,
+        apt_archive: bytes_under(&cache.join(crate::pipeline::APT_ARCHIVES_DIR))?,
         unfinished,
     })
 }

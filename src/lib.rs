@@ -4,7 +4,6 @@
 
 pub mod agent;
 pub mod boot;
-pub mod build;
 pub mod cache;
 pub mod cli;
 pub mod cluster;
@@ -18,6 +17,7 @@ pub mod lock;
 pub mod manifest;
 pub mod overlay;
 pub mod payload;
+pub mod pipeline;
 pub mod pki;
 pub mod plan;
 pub mod progress;

@@ -7,8 +7,8 @@ use std::path::Path;
 
 use serde::Serialize;
 
-use crate::build::{LayerSpec, LayerStore, layer};
 use crate::manifest::{Bootstrap, Format};
+use crate::pipeline::{LayerSpec, LayerStore, layer};
 use crate::project::Project;
 
 /// The version of `plan --json`'s shape: raised when a field changes meaning or goes.
@@ -158,7 +158,7 @@ pub fn plan(
             role: name,
         });
     }
-    let boot_tools = crate::build::boot_tools::needed(&formats).then(|| {
+    let boot_tools = crate::pipeline::boot_tools::needed(&formats).then(|| {
         let spec = layer::boot_tools_spec(&base);
         specs.push(spec.clone());
         LayerPlan {
@@ -194,7 +194,7 @@ fn lock_status(
     let cluster = &project.cluster;
     let state = cache.join(crate::lock::mirror::STATE_DIR);
     let status =
-        crate::lock::layer_states(store, &cache.join(crate::build::APT_ARCHIVES_DIR), specs)
+        crate::lock::layer_states(store, &cache.join(crate::pipeline::APT_ARCHIVES_DIR), specs)
             .and_then(|states| crate::lock::status(cluster, &states, &state));
     match status {
         Ok(status) => status,

@@ -11,12 +11,12 @@ use std::process::Command;
 
 use anyhow::Context;
 
-use crate::build::{ClusterIndex, SeedRecord, WorkDir};
 use crate::exec::{CommandExt, Tool, require_tools};
 use crate::fsutil;
 use crate::hash::sha256_file;
 use crate::manifest::{Cluster, Node};
 use crate::overlay::RenderedRole;
+use crate::pipeline::{ClusterIndex, SeedRecord, WorkDir};
 use crate::project::Project;
 use crate::signing::Signer;
 

@@ -8,8 +8,8 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 
-use crate::build::{self, BuildOptions, ClusterIndex, WorkDir};
 use crate::hash::sha256_file;
+use crate::pipeline::{self, BuildOptions, ClusterIndex, WorkDir};
 use crate::progress::Progress;
 use crate::project::{Project, SecretsMode};
 
@@ -115,7 +115,7 @@ fn compare_with_rebuild(
             disk_size: options.disk_size,
             locked: false,
         };
-        build::build(project, &build_options, options.progress)
+        pipeline::build(project, &build_options, options.progress)
             .with_context(|| format!("rebuilding the {role} role"))?;
         let rebuilt_cluster = rebuilt_out.join(&project.cluster.name);
         for (path, _) in record.files() {

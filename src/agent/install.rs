@@ -208,7 +208,7 @@ pub fn run(host: &mut dyn Host, cmdline: &str) -> anyhow::Result<()> {
     if !blank {
         host.run(&Invocation::new("wipefs", ["--all", target.as_str()]))?;
     }
-    let image_path = Path::new(MEDIUM_MOUNT).join(crate::build::iso::INSTALL_IMAGE);
+    let image_path = Path::new(MEDIUM_MOUNT).join(crate::pipeline::formats::iso::INSTALL_IMAGE);
     println!(
         "r2a-node: installing {} onto {target}",
         image_path.display()

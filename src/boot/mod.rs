@@ -16,10 +16,10 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 
 use crate::agent::report::BootReport;
-use crate::build::ClusterIndex;
 use crate::diag::UsageError;
 use crate::exec::{CommandExt, require_tools};
 use crate::manifest::{Format, Node};
+use crate::pipeline::ClusterIndex;
 use crate::project::Project;
 use console::{Ending, Run, Watch};
 use qemu::{Accel, Drive, Firmware, Machine, Network, PxeLoader};

@@ -47,7 +47,7 @@ pub enum PxeLoader {
 impl PxeLoader {
     /// The file DHCP names for `firmware`.
     pub fn boot_file(self, firmware: Firmware) -> &'static str {
-        use crate::build::grub::{NETBOOT_BIOS, NETBOOT_EFI};
+        use crate::pipeline::formats::grub::{NETBOOT_BIOS, NETBOOT_EFI};
         match (self, firmware) {
             (PxeLoader::Ipxe, _) => "boot.ipxe",
             (PxeLoader::Grub, Firmware::Uefi) => NETBOOT_EFI,

@@ -10,10 +10,10 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
-use crate::build::{self, BuildOptions};
 use crate::diag::{InvalidInput, UsageError};
 use crate::interrupt::Interrupted;
 use crate::manifest::{Bootstrap, Format};
+use crate::pipeline::{self, BuildOptions};
 use crate::progress::{Progress, Verbosity};
 use crate::project::{Project, SecretsMode, find_data_dir};
 
@@ -348,7 +348,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 disk_size,
                 locked,
             };
-            let records = build::build(&project, &options, progress)?;
+            let records = pipeline::build(&project, &options, progress)?;
             for record in records {
                 for artifact in &record.artifacts {
                     println!(

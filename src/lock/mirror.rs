@@ -82,7 +82,7 @@ pub fn available(cluster: &Cluster, state: &Path, names: &[&str]) -> anyhow::Res
     }
     if let Vendor::Sources { local, .. } = &cluster.vendor {
         for folder in local {
-            for deb in crate::build::layer::debs_in(folder)? {
+            for deb in crate::pipeline::layer::debs_in(folder)? {
                 let fields = Command::new("dpkg-deb")
                     .args(["--show", "--showformat=${Package} ${Version}"])
                     .arg(&deb)

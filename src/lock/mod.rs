@@ -184,7 +184,7 @@ impl LockStatus {
 
 /// One layer of a build as the lock check sees it: its spec, and its packages when the
 /// cache holds it whole (the build takes it as it is, not from the mirror).
-pub type LayerState<'a> = (&'a crate::build::LayerSpec, Option<Vec<LockedPackage>>);
+pub type LayerState<'a> = (&'a crate::pipeline::LayerSpec, Option<Vec<LockedPackage>>);
 
 /// Compares the lock of `manifest` with the layers of a build: a cached layer with its
 /// own packages, a layer to build with what the cluster's sources give now (fetching
@@ -246,16 +246,16 @@ pub fn status(
 
 /// Each layer of a build (base first) with its packages when the cache holds it whole.
 pub fn layer_states<'a>(
-    store: &crate::build::LayerStore,
+    store: &crate::pipeline::LayerStore,
     archives: &Path,
-    specs: &'a [crate::build::LayerSpec],
+    specs: &'a [crate::pipeline::LayerSpec],
 ) -> anyhow::Result<Vec<LayerState<'a>>> {
     let base_tree = specs.first().map(|base| store.tree(base));
     let mut states = Vec::new();
     for spec in specs {
         let parent = spec.parent.as_ref().and(base_tree.as_deref());
         let cached = match store.check(spec)? {
-            crate::build::layer::Cached::Whole => {
+            crate::pipeline::layer::Cached::Whole => {
                 Some(cached_layer_packages(store, spec, parent, archives)?)
             }
             _ => None,
@@ -275,8 +275,8 @@ fn as_available(packages: &[LockedPackage]) -> mirror::Available {
 /// The packages of a cached layer (see [`layer_packages`]), kept in its folder: reading
 /// every `.deb` again on each build would cost seconds.
 pub fn cached_layer_packages(
-    store: &crate::build::LayerStore,
-    spec: &crate::build::LayerSpec,
+    store: &crate::pipeline::LayerStore,
+    spec: &crate::pipeline::LayerSpec,
     parent_tree: Option<&Path>,
     archives: &Path,
 ) -> anyhow::Result<Vec<LockedPackage>> {

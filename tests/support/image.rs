@@ -5,7 +5,7 @@ use std::path::Path;
 use std::process::Command;
 use std::sync::Mutex;
 
-use r2a::build::chroot::Chroot;
+use r2a::pipeline::chroot::Chroot;
 
 /// A rootfs.tar.gz unpacked into a temporary folder (owners kept).
 pub fn unpacked(tarball: &Path) -> tempfile::TempDir {

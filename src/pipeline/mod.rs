@@ -3,25 +3,20 @@
 //! [`build`] reads top to bottom as the list of stages; each stage lives in its own module
 //! and returns at once when it has nothing to do (a cached layer, an unchanged artifact).
 
+// The stages, in the order `build` runs them, and what they share.
 mod assemble;
 pub mod boot_tools;
 mod bootstrap;
 pub mod chroot;
-mod chunked_gzip;
-pub mod disk;
 mod finalize;
-mod fs_times;
-pub mod grub;
-pub mod iso;
 pub mod layer;
-pub mod live;
 mod locking;
-mod outputs;
 mod packages;
 mod publish;
-pub mod pxe;
-pub mod tarball;
 mod work;
+
+// What writes each artifact from a finished tree.
+pub mod formats;
 
 use std::path::PathBuf;
 
@@ -213,17 +208,17 @@ fn preflight(ctx: &BuildContext<'_>) -> anyhow::Result<()> {
         .iter()
         .any(|f| matches!(f, Format::Raw | Format::Qcow2 | Format::Iso))
     {
-        tools.extend(disk::TOOLS);
+        tools.extend(formats::disk::TOOLS);
     }
     if ctx
         .formats
         .iter()
         .any(|f| matches!(f, Format::Iso | Format::Pxe))
     {
-        tools.extend(live::TOOLS);
+        tools.extend(formats::live::TOOLS);
     }
     if ctx.formats.contains(&Format::Iso) {
-        tools.extend(iso::TOOLS);
+        tools.extend(formats::iso::TOOLS);
     }
     if matches!(&ctx.project.cluster.vendor, crate::manifest::Vendor::Sources { local, .. } if !local.is_empty())
     {

@@ -294,8 +294,13 @@ impl Staging {
             overlay,
             &self.boot_tools_key,
         );
-        let mut outputs =
-            super::outputs::RoleOutputs::new(tree, self.boot_tools.as_ref(), role, &dir, &key);
+        let mut outputs = super::formats::outputs::RoleOutputs::new(
+            tree,
+            self.boot_tools.as_ref(),
+            role,
+            &dir,
+            &key,
+        );
         let mut artifacts = Vec::new();
         for format in &ctx.formats {
             crate::interrupt::check()?;

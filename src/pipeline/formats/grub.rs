@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 
-use super::boot_tools::BootTools;
+use crate::pipeline::boot_tools::BootTools;
 
 /// GRUB's BIOS platform folder in the boot tools' tree.
 const BIOS_PLATFORM: &str = "/usr/lib/grub/i386-pc";

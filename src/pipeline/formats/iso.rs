@@ -9,10 +9,10 @@ use std::process::Command;
 
 use anyhow::Context;
 
-use super::boot_tools::BootTools;
 use super::grub::SERIAL_TERMINAL;
 use super::live::{self, KernelFiles};
 use crate::exec::{CommandExt, Tool};
+use crate::pipeline::boot_tools::BootTools;
 
 /// Host tools the ISO is finished with (GRUB's `grub-mkrescue` runs in the boot tools).
 pub const TOOLS: [Tool; 1] = [Tool {

@@ -7,11 +7,12 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 
-use super::boot_tools::BootTools;
 use super::disk::{self, DiskIds, DiskLayout};
 use super::live::{self, KernelFiles};
-use super::{BuildContext, ImageTree, grub, iso, pxe, tarball};
+use super::{grub, iso, pxe, tarball};
 use crate::manifest::{Format, Node};
+use crate::pipeline::boot_tools::BootTools;
+use crate::pipeline::{BuildContext, ImageTree};
 
 /// One file written, relative to the role's output folder.
 pub struct Written {
