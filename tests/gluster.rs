@@ -28,9 +28,9 @@ fn three_fs_nodes_form_a_replica_3_volume_that_survives_a_failure_heals_and_grow
     let fx = fixture();
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("r2a-gluster-seeded");
     let _ = std::fs::remove_dir_all(&dir);
-    let manifest = support::derived_manifest(fx, &dir, seed_setting);
+    let manifest = support::derived_manifest(fx, &dir, support::node_data_seed);
     let out = support::build_tarballs(fx, &manifest, &["fs", "admin"], None);
-    write_seeds(&manifest, &out, &["--all"]);
+    support::write_seeds(&manifest, &out, &["--all"]);
     let project = Project::load(&support::repo(), &manifest, SecretsMode::ReadOnly).unwrap();
     let state = Path::new(env!("CARGO_TARGET_TMPDIR")).join("r2a-gluster-state");
     let harness = Harness::new(&project.cluster, &out, &state).unwrap();
@@ -86,26 +86,6 @@ fn three_fs_nodes_form_a_replica_3_volume_that_survives_a_failure_heals_and_grow
             &Path::new(env!("CARGO_TARGET_TMPDIR")).join("r2a-gluster-grown"),
         ],
     );
-}
-
-/// The fixture's manifest with the nodes' files and secrets in their seeds: one fs image
-/// serves every fs node, those added later too.
-fn seed_setting(text: String) -> String {
-    assert!(!text.contains("[build]"));
-    format!("{text}\n[build]\nnode_data = \"seed\"\n")
-}
-
-/// `r2a-image seed` of `manifest` into `out` for `which` nodes (`--all`, `--node N`).
-fn write_seeds(manifest: &Path, out: &Path, which: &[&str]) {
-    let mut args = vec![
-        "seed",
-        manifest.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-    ];
-    args.extend(which);
-    let written = support::run_image_tool(&args, None);
-    assert!(written.status.success(), "{}", written.stderr);
 }
 
 fn the_volume_is_replica_3_on_the_data_disks_over_tls(h: &Harness) {
@@ -229,7 +209,7 @@ fn three_fs_nodes_added_to_the_manifest_make_it_2_by_3(
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("r2a-gluster-grown");
     let _ = std::fs::remove_dir_all(&dir);
     let manifest = support::derived_manifest(fx, &dir, |text| {
-        seed_setting(text)
+        support::node_data_seed(text)
             + &support::node_entries(&[
                 ("fs4", "fs", "10.77.0.24", Some("/dev/vdb")),
                 ("fs5", "fs", "10.77.0.25", Some("/dev/vdb")),
@@ -238,7 +218,7 @@ fn three_fs_nodes_added_to_the_manifest_make_it_2_by_3(
     });
     let image = out.join("r2a-test/fs/rootfs.tar.gz");
     let built = r2a::hash::sha256_file(&image).unwrap();
-    write_seeds(
+    support::write_seeds(
         &manifest,
         out,
         &["--node", "fs4", "--node", "fs5", "--node", "fs6"],

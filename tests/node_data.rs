@@ -89,7 +89,7 @@ fn secrets_stay_out_of_role_images_under_node_data_seed() {
     // The db role's tarball: the image of a role whose seeds carry node keys.
     build(fx, &manifest, &out, &["db"], &["tar"]);
     let seeded_out = out.join("r2a-seeded");
-    write_seeds(&manifest, &out, &["--all"]);
+    support::write_seeds(&manifest, &out, &["--all"]);
     for role in ["portal", "db"] {
         for artifact in role_artifacts(&seeded_out, role) {
             let private = artifact.extension().is_some_and(|ext| ext == "cpio")
@@ -156,7 +156,7 @@ fn secrets_stay_out_of_role_images_under_node_data_seed() {
             "portal/{file} changed when the manifest gained a node"
         );
     }
-    write_seeds(&grown, &out, &["--node", "portal2"]);
+    support::write_seeds(&grown, &out, &["--node", "portal2"]);
     let seed = seeded_out.join("seeds/portal2.iso");
     assert_eq!(names(needles.find_in(&seed)), portal_secrets);
 
@@ -292,7 +292,7 @@ fn boot_seeded_portal_in_the_harness(
 fn seed_setting(text: String) -> String {
     let renamed = text.replacen("name = \"r2a-test\"", "name = \"r2a-seeded\"", 1);
     assert_ne!(renamed, text);
-    format!("{renamed}\n[build]\nnode_data = \"seed\"\n")
+    support::node_data_seed(renamed)
 }
 
 fn build(fx: &support::Fixture, manifest: &Path, out: &Path, roles: &[&str], formats: &[&str]) {
@@ -308,18 +308,6 @@ fn build(fx: &support::Fixture, manifest: &Path, out: &Path, roles: &[&str], for
     args.extend(formats.iter().flat_map(|format| ["--format", format]));
     let built = run_image_tool(&args, None);
     assert!(built.status.success(), "{}", built.stderr);
-}
-
-fn write_seeds(manifest: &Path, out: &Path, which: &[&str]) {
-    let mut args = vec![
-        "seed",
-        manifest.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-    ];
-    args.extend(which);
-    let written = run_image_tool(&args, None);
-    assert!(written.status.success(), "{}", written.stderr);
 }
 
 /// The secrets a role's templates see.
