@@ -309,7 +309,8 @@ fn a_locked_build_follows_the_lock_and_refuses_one_the_sources_do_not_match() {
 /// Two builds of the portal role in every format, and the seeds of every node, give the
 /// same bytes in every file (the tarball, the raw and qcow2 disks, the ISO, the PXE set,
 /// the SBOM, the seeds), the second under another umask, time zone, locale and host name,
-/// with the cache at another path and the package layers made anew.
+/// with the cache at another path and the package layers made anew; and the portal's
+/// tarball and SBOM are the same bytes again when db is built in the same run.
 #[test]
 fn two_builds_in_different_environments_give_the_same_bytes() {
     let fx = fixture();
@@ -400,6 +401,30 @@ fn two_builds_in_different_environments_give_the_same_bytes() {
         .collect();
     assert_eq!(one.len(), two.len(), "{one:?}\n{two:?}");
     assert!(differ.is_empty(), "these differ: {differ:?}");
+    // Built beside another role, in other formats, the portal's tarball and SBOM are the
+    // same bytes: what a role's artifacts hold depends on that role's inputs only.
+    let beside_db = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let out = beside_db.path().to_str().unwrap();
+    let cache = fx.cache.to_str().unwrap();
+    let agent = env!("CARGO_BIN_EXE_r2a-node");
+    run(
+        "exec \"$@\"",
+        &[
+            "build", manifest, "--role", "db", "--role", "portal", "--format", "tar", "--out", out,
+            "--cache", cache, "--agent", agent,
+        ],
+    );
+    for file in ["portal/rootfs.tar.gz", "portal/sbom.spdx.json"] {
+        let (alone, beside) = (
+            first.path().join("r2a-test").join(file),
+            beside_db.path().join("r2a-test").join(file),
+        );
+        assert_eq!(
+            r2a::hash::sha256_file(&alone).unwrap(),
+            r2a::hash::sha256_file(&beside).unwrap(),
+            "{file} changed when db was built in the same run"
+        );
+    }
     verify_rebuild_names_the_changed_file(fx, first.path());
 }
 
