@@ -205,7 +205,8 @@ fn a_locked_build_follows_the_lock_and_refuses_one_the_sources_do_not_match() {
             "{tools:?}"
         );
     }
-    let base = &lock.layers[0].packages;
+    let index_of = |name: &str| lock.layers.iter().position(|l| l.name == name).unwrap();
+    let base = &lock.layers[index_of("base")].packages;
     let bash = base
         .iter()
         .find(|p| p.name == "bash")
@@ -214,7 +215,7 @@ fn a_locked_build_follows_the_lock_and_refuses_one_the_sources_do_not_match() {
         bash.sha256.len() == 64 && bash.version.starts_with("5."),
         "{bash:?}"
     );
-    let portal = &lock.layers[2].packages;
+    let portal = &lock.layers[index_of("portal")].packages;
     let vendor = portal
         .iter()
         .find(|p| p.name == "softswitch-portal")
@@ -246,10 +247,10 @@ fn a_locked_build_follows_the_lock_and_refuses_one_the_sources_do_not_match() {
         toml::to_string(&lock).unwrap()
     };
     // (which package moved, the layer to damage so that it is built, what is said)
-    let portal_layer = 2;
+    let portal_layer = index_of("portal");
     let cases = [
         (
-            moved(0, "bash"),
+            moved(index_of("base"), "bash"),
             false,
             "base: bash 0.0-r2a-test (amd64) is locked; the cached layer has 5.",
         ),
