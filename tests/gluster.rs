@@ -28,9 +28,9 @@ fn three_fs_nodes_form_a_replica_3_volume_that_survives_a_failure_heals_and_grow
     let fx = fixture();
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("r2a-gluster-seeded");
     let _ = std::fs::remove_dir_all(&dir);
-    let manifest = support::derived_manifest(fx, &dir, support::node_data_seed);
+    let manifest = support::derived_manifest(fx, &dir, support::seeds::node_data_seed);
     let out = support::build_tarballs(fx, &manifest, &["fs", "admin"], None);
-    support::write_seeds(&manifest, &out, &["--all"]);
+    support::seeds::write_seeds(&manifest, &out, &["--all"]);
     let project = Project::load(&support::repo(), &manifest, SecretsMode::ReadOnly).unwrap();
     let state = Path::new(env!("CARGO_TARGET_TMPDIR")).join("r2a-gluster-state");
     let harness = Harness::new(&project.cluster, &out, &state).unwrap();
@@ -209,7 +209,7 @@ fn three_fs_nodes_added_to_the_manifest_make_it_2_by_3(
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("r2a-gluster-grown");
     let _ = std::fs::remove_dir_all(&dir);
     let manifest = support::derived_manifest(fx, &dir, |text| {
-        support::node_data_seed(text)
+        support::seeds::node_data_seed(text)
             + &support::node_entries(&[
                 ("fs4", "fs", "10.77.0.24", Some("/dev/vdb")),
                 ("fs5", "fs", "10.77.0.25", Some("/dev/vdb")),
@@ -218,7 +218,7 @@ fn three_fs_nodes_added_to_the_manifest_make_it_2_by_3(
     });
     let image = out.join("r2a-test/fs/rootfs.tar.gz");
     let built = r2a::hash::sha256_file(&image).unwrap();
-    support::write_seeds(
+    support::seeds::write_seeds(
         &manifest,
         out,
         &["--node", "fs4", "--node", "fs5", "--node", "fs6"],

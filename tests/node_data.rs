@@ -89,7 +89,7 @@ fn secrets_stay_out_of_role_images_under_node_data_seed() {
     // The db role's tarball: the image of a role whose seeds carry node keys.
     build(fx, &manifest, &out, &["db"], &["tar"]);
     let seeded_out = out.join("r2a-seeded");
-    support::write_seeds(&manifest, &out, &["--all"]);
+    support::seeds::write_seeds(&manifest, &out, &["--all"]);
     for role in ["portal", "db"] {
         for artifact in role_artifacts(&seeded_out, role) {
             let private = artifact.extension().is_some_and(|ext| ext == "cpio")
@@ -156,7 +156,7 @@ fn secrets_stay_out_of_role_images_under_node_data_seed() {
             "portal/{file} changed when the manifest gained a node"
         );
     }
-    support::write_seeds(&grown, &out, &["--node", "portal2"]);
+    support::seeds::write_seeds(&grown, &out, &["--node", "portal2"]);
     let seed = seeded_out.join("seeds/portal2.iso");
     assert_eq!(names(needles.find_in(&seed)), portal_secrets);
 
@@ -292,7 +292,7 @@ fn boot_seeded_portal_in_the_harness(
 fn seed_setting(text: String) -> String {
     let renamed = text.replacen("name = \"r2a-test\"", "name = \"r2a-seeded\"", 1);
     assert_ne!(renamed, text);
-    support::node_data_seed(renamed)
+    support::seeds::node_data_seed(renamed)
 }
 
 fn build(fx: &support::Fixture, manifest: &Path, out: &Path, roles: &[&str], formats: &[&str]) {

@@ -223,7 +223,7 @@ fn every_db_node_with_a_data_disk_and_the_key(fx: &Fixture, dir: &Path, key: &Pa
             edited.matches("data_disk").count(),
             text.matches("data_disk").count() + 2
         );
-        support::node_data_seed(edited)
+        support::seeds::node_data_seed(edited)
     })
 }
 
