@@ -100,6 +100,14 @@ pub fn glob_in(root: &Path, pattern: &str) -> anyhow::Result<Vec<PathBuf>> {
     Ok(found)
 }
 
+/// Sets the process's umask to 022: artifacts must not depend on the user's, so folders
+/// r2a-image makes and files its tools write (dpkg's maintainer scripts, xorriso's
+/// folders in a seed) get the modes Debian expects. Files that hold secrets get their
+/// mode explicitly.
+pub fn use_artifact_umask() {
+    rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o022));
+}
+
 /// Removes a file, link or whole folder.
 pub fn remove_any(path: &Path) -> anyhow::Result<()> {
     let metadata = path

@@ -112,6 +112,7 @@ pub fn write_seeds(
     signer: Option<&Signer>,
 ) -> anyhow::Result<Vec<PathBuf>> {
     require_tools(&[XORRISO])?;
+    fsutil::use_artifact_umask();
     // A node named twice gets its one seed.
     let mut seen = std::collections::HashSet::new();
     let nodes: Vec<&Node> = nodes

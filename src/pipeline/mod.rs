@@ -88,9 +88,7 @@ pub fn build(
     progress: Progress,
 ) -> anyhow::Result<Vec<ImageRecord>> {
     let roles = project.roles_to_build(&options.roles)?;
-    // The images must not depend on the user's umask: folders the build makes and files
-    // its tools write (dpkg's maintainer scripts, say) get the modes Debian expects.
-    rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o022));
+    crate::fsutil::use_artifact_umask();
     let ctx = BuildContext::new(project, options, progress)?;
     preflight(&ctx)?;
     locking::check_locked(&ctx, &roles)?;
