@@ -89,19 +89,66 @@ pub struct Diagnostic {
 
 impl fmt::Display for Diagnostic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: error: {}", self.location, self.message)?;
+        let message = printable(&self.message);
+        write!(f, "{}: error: {message}", self.location)?;
         if let (Some(snippet), Some((line, column))) =
             (&self.location.snippet, self.location.position)
         {
             let gutter = line.to_string().len();
-            write!(f, "\n {line} | {snippet}")?;
-            write!(f, "\n {:gutter$} | {:>column$}", "", "^")?;
+            let (shown, caret) = snippet_window(snippet, column);
+            write!(f, "\n {line} | {shown}")?;
+            write!(f, "\n {:gutter$} | {:>caret$}", "", "^")?;
         }
         if let Some(hint) = &self.hint {
-            write!(f, "\n  = hint: {hint}")?;
+            write!(f, "\n  = hint: {}", printable(hint))?;
         }
         Ok(())
     }
+}
+
+/// The most characters of its line a snippet shows.
+const SNIPPET_WIDTH: usize = 100;
+
+/// `text` with every control character escaped (`\u{1b}`, `\t`): a manifest's bytes
+/// never reach the terminal as commands.
+fn printable(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
+/// The part of `line` a snippet shows around the 1-based `column`: at most
+/// [`SNIPPET_WIDTH`] characters, control characters escaped, `…` where it is cut; and
+/// the caret's 1-based column in what is shown.
+fn snippet_window(line: &str, column: usize) -> (String, usize) {
+    let shown: Vec<String> = line.chars().map(|c| printable(&c.to_string())).collect();
+    let width = |part: &[String]| part.iter().map(|s| s.chars().count()).sum::<usize>();
+    let at = column.saturating_sub(1).min(shown.len());
+    let mut start = 0;
+    while width(&shown[start..at]) > SNIPPET_WIDTH / 2 {
+        start += 1;
+    }
+    let mut end = start;
+    while end < shown.len() && width(&shown[start..=end]) <= SNIPPET_WIDTH {
+        end += 1;
+    }
+    let mut text = String::new();
+    let mut caret = width(&shown[start..at]) + 1;
+    if start > 0 {
+        text.push('…');
+        caret += 1;
+    }
+    text.extend(shown[start..end].iter().map(String::as_str));
+    if end < shown.len() {
+        text.push('…');
+    }
+    (text, caret)
 }
 
 /// A diagnostic as `check --json` prints it: named fields, line and column null when the
@@ -278,6 +325,36 @@ mod tests {
         // 'é' is two bytes but one column.
         assert_eq!(source.line_col(9), (2, 3));
         assert_eq!(source.line_text(2), "bé = 2");
+    }
+
+    #[test]
+    fn a_long_line_is_cut_around_the_caret_and_control_characters_are_escaped() {
+        let long = format!("name = \"{}x{}\"", "a".repeat(300), "b".repeat(300));
+        let at = long.find('x').unwrap();
+        let escapes = "role = \"db\u{1b}[2J\"\tvalue";
+        // (the line, the byte the problem is at, what the caret must point at)
+        let table: [(&str, usize, &str); 3] = [
+            (&long, at, "x"),
+            (escapes, escapes.find('\u{1b}').unwrap(), "\\u{1b}"),
+            (escapes, escapes.find("value").unwrap(), "value"),
+        ];
+        for (line, offset, under_caret) in table {
+            let source = Source::new("m.toml", format!("{line}\n"));
+            let mut diagnostics = Diagnostics::new();
+            diagnostics.at(&source, Some(offset..offset + 1), "bad \u{7}value", None);
+            let text = diagnostics.check().unwrap_err().to_string();
+            assert!(
+                !text.chars().any(|c| c.is_control() && c != '\n'),
+                "{text:?}"
+            );
+            assert!(text.contains("bad \\u{7}value"), "{text}");
+            let lines: Vec<&str> = text.lines().collect();
+            let (shown, caret) = (lines[1], lines[2]);
+            assert!(shown.chars().count() <= SNIPPET_WIDTH + 10, "{shown}");
+            let column = caret.chars().count() - 1;
+            let pointed: String = shown.chars().skip(column).collect();
+            assert!(pointed.starts_with(under_caret), "{shown}\n{caret}");
+        }
     }
 
     #[test]
