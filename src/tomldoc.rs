@@ -27,7 +27,29 @@ impl<'s> Document<'s> {
     /// that does not parse has no structure worth checking further.
     pub fn parse(source: &'s Source, diagnostics: &mut Diagnostics) -> Option<Self> {
         let (root, errors) = DeTable::parse_recoverable(&source.text);
+        // `[nodes]` written for `[[nodes]]`: one message at the first header says so,
+        // instead of a duplicate key for every line of every later entry.
+        let mut explained_from = usize::MAX;
+        for (name, spans) in repeated_single_headers(&source.text) {
+            explained_from = explained_from.min(spans[0].start);
+            diagnostics.at(
+                source,
+                Some(spans[0].clone()),
+                format!(
+                    "`[{name}]` names one table, written here {} times: each entry is a \
+                     `[[{name}]]` block",
+                    spans.len()
+                ),
+                Some(format!(
+                    "write [[{name}]] (double brackets) above each entry"
+                )),
+            );
+        }
         for error in &errors {
+            let start = error.span().map_or(0, |span| span.start);
+            if start >= explained_from && error.message().contains("duplicate key") {
+                continue;
+            }
             diagnostics.at(
                 source,
                 error.span(),
@@ -117,6 +139,35 @@ fn remove_key(value: &mut Spanned<DeValue<'_>>, span: &Range<usize>) -> bool {
     }
 }
 
+/// The sections written as arrays of tables, in the manifest and in role files.
+const ARRAY_SECTIONS: [&str; 5] = ["nodes", "vendor.apt", "vendor.local", "files", "prepare"];
+
+/// Each array section whose single-bracket header (`[nodes]`) appears more than once,
+/// with the spans of those headers in file order.
+fn repeated_single_headers(text: &str) -> Vec<(&'static str, Vec<Range<usize>>)> {
+    let mut found: Vec<(&'static str, Vec<Range<usize>>)> = Vec::new();
+    let mut offset = 0;
+    for line in text.split_inclusive('\n') {
+        let header = line.trim();
+        let name = header
+            .strip_prefix('[')
+            .and_then(|rest| rest.strip_suffix(']'))
+            .filter(|inner| !inner.starts_with('['))
+            .map(str::trim);
+        if let Some(section) = name.and_then(|name| ARRAY_SECTIONS.iter().find(|s| **s == name)) {
+            let start = offset + line.find('[').unwrap_or(0);
+            let span = start..start + header.len();
+            match found.iter_mut().find(|(known, _)| known == section) {
+                Some((_, spans)) => spans.push(span),
+                None => found.push((section, vec![span])),
+            }
+        }
+        offset += line.len();
+    }
+    found.retain(|(_, spans)| spans.len() > 1);
+    found
+}
+
 fn first_line(message: &str) -> &str {
     message.lines().next().unwrap_or(message).trim()
 }
@@ -125,6 +176,30 @@ fn first_line(message: &str) -> &str {
 mod tests {
     use super::*;
     use serde::Deserialize;
+
+    #[test]
+    fn nodes_written_as_one_table_get_one_message() {
+        let node = |name: &str| format!("[nodes]\nname = \"{name}\"\nrole = \"db\"\n\n");
+        let text = format!(
+            "[cluster]\nname = \"x\"\n\n{}{}{}",
+            node("a"),
+            node("b"),
+            node("c")
+        );
+        let source = Source::new("m.toml", text);
+        let mut diagnostics = Diagnostics::new();
+        assert!(Document::parse(&source, &mut diagnostics).is_none());
+        let report = diagnostics.check().unwrap_err().to_string();
+        assert_eq!(report.matches("error:").count(), 1, "{report}");
+        assert!(
+            report.contains("m.toml:4:1: error: `[nodes]` names one table, written here 3 times"),
+            "{report}"
+        );
+        assert!(
+            report.contains("write [[nodes]] (double brackets)"),
+            "{report}"
+        );
+    }
 
     #[derive(Debug, Deserialize)]
     #[serde(deny_unknown_fields)]
