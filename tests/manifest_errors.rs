@@ -228,6 +228,24 @@ fn cases() -> Vec<(&'static str, String, Vec<&'static str>)> {
             vec![":9:11: error: gateway 10.99.0.1 is outside the network 10.77.0.0/24"],
         ),
         (
+            "gateway on the network address",
+            edit("gateway = \"10.77.0.1\"", "gateway = \"10.77.0.0\""),
+            vec![":9:11: error: gateway 10.77.0.0 is the network address of 10.77.0.0/24"],
+        ),
+        (
+            "gateway on the broadcast address",
+            edit("gateway = \"10.77.0.1\"", "gateway = \"10.77.0.255\""),
+            vec![":9:11: error: gateway 10.77.0.255 is the broadcast address of 10.77.0.0/24"],
+        ),
+        (
+            "no vCPU",
+            edit(
+                "address = \"10.77.0.12\"",
+                "address = \"10.77.0.12\"\nvcpus = 0",
+            ),
+            vec![":25:9: error: node db2 has 0 vCPUs"],
+        ),
+        (
             "node name not a DNS label",
             edit("name = \"db2\"", "name = \"DB_2\""),
             vec![":22:8: error: invalid node name `DB_2`"],

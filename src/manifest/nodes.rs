@@ -94,6 +94,13 @@ impl Checker<'_, '_> {
             if let (Some(mac), Some(raw_mac)) = (&mac, &entry.mac) {
                 self.unique(&mut macs, mac.clone(), raw_mac.span(), &name, "MAC address");
             }
+            if let Some(vcpus) = entry.vcpus.as_ref().filter(|v| *v.get_ref() == 0) {
+                self.error(
+                    Some(vcpus.span()),
+                    format!("node {name} has 0 vCPUs"),
+                    "give it at least 1, or leave vcpus out",
+                );
+            }
             let memory = entry.memory.as_ref().and_then(|m| self.size(m, "memory"));
             let disk = entry.disk.as_ref().and_then(|m| self.size(m, "disk"));
             if let Some(device) = &entry.data_disk

@@ -214,14 +214,29 @@ impl Checker<'_, '_> {
         }
         let cidr = cidr.map(|c| c.trunc());
         let gateway = self.ipv4(&raw.gateway, "gateway");
-        if let (Some(cidr), Some(gateway)) = (cidr, gateway)
-            && !cidr.contains(&gateway)
-        {
-            self.error(
-                Some(raw.gateway.span()),
-                format!("gateway {gateway} is outside the network {cidr}"),
-                "pick a gateway inside the cluster network",
-            );
+        if let (Some(cidr), Some(gateway)) = (cidr, gateway) {
+            if !cidr.contains(&gateway) {
+                self.error(
+                    Some(raw.gateway.span()),
+                    format!("gateway {gateway} is outside the network {cidr}"),
+                    "pick a gateway inside the cluster network",
+                );
+            } else if cidr.prefix_len() < 31
+                && (gateway == cidr.network() || gateway == cidr.broadcast())
+            {
+                let which = if gateway == cidr.network() {
+                    "network"
+                } else {
+                    "broadcast"
+                };
+                self.error(
+                    Some(raw.gateway.span()),
+                    format!(
+                        "gateway {gateway} is the {which} address of {cidr}, which no host can have"
+                    ),
+                    "pick the router's own address (often the network's first host)",
+                );
+            }
         }
         let mut dns = Vec::new();
         for server in &raw.dns {
