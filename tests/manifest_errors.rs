@@ -246,6 +246,17 @@ fn cases() -> Vec<(&'static str, String, Vec<&'static str>)> {
             vec![":25:9: error: node db2 has 0 vCPUs"],
         ),
         (
+            "too little memory and disk to boot",
+            edit(
+                "address = \"10.77.0.12\"",
+                "address = \"10.77.0.12\"\nmemory = \"256MiB\"\ndisk = \"1GB\"",
+            ),
+            vec![
+                ":25:10: error: node db2's memory of 256MiB is too small to boot a role image",
+                ":26:8: error: node db2's disk of 1GB is too small to boot a role image",
+            ],
+        ),
+        (
             "node name not a DNS label",
             edit("name = \"db2\"", "name = \"DB_2\""),
             vec![":22:8: error: invalid node name `DB_2`"],

@@ -12,6 +12,11 @@ use super::resolve::Checker;
 use super::{Network, Node};
 use crate::role::RoleSet;
 
+/// The least memory a node boots a role image in (the live root's copy in RAM aside).
+const MIN_MEMORY: u64 = 1 << 30;
+/// The least system disk a role image fits on, with room to grow.
+const MIN_DISK: u64 = 4 << 30;
+
 impl Checker<'_, '_> {
     pub(super) fn nodes(&mut self) -> Vec<raw::NodeEntry> {
         let Some(value) = self.doc.get("nodes") else {
@@ -103,6 +108,26 @@ impl Checker<'_, '_> {
             }
             let memory = entry.memory.as_ref().and_then(|m| self.size(m, "memory"));
             let disk = entry.disk.as_ref().and_then(|m| self.size(m, "disk"));
+            for (given, size, least, what) in [
+                (&entry.memory, memory, MIN_MEMORY, "memory"),
+                (&entry.disk, disk, MIN_DISK, "disk"),
+            ] {
+                if let (Some(given), Some(size)) = (given, size)
+                    && size < least
+                {
+                    self.error(
+                        Some(given.span()),
+                        format!(
+                            "node {name}'s {what} of {} is too small to boot a role image",
+                            given.get_ref()
+                        ),
+                        &format!(
+                            "give it at least {}",
+                            bytesize::ByteSize(least).display().iec()
+                        ),
+                    );
+                }
+            }
             if let Some(device) = &entry.data_disk
                 && !device.get_ref().starts_with("/dev/")
             {
