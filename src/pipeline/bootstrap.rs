@@ -47,6 +47,17 @@ pub fn base_layer(ctx: &BuildContext<'_>) -> anyhow::Result<LayerSpec> {
     Ok(spec)
 }
 
+/// What the bootstrap tool and the packages' scripts it runs see, whatever the host's
+/// settings: `SOURCE_DATE_EPOCH` (the kernel's initramfs is then the same bytes whenever
+/// the layer is made), UTC and the C locale.
+fn bootstrap_env(spec: &LayerSpec) -> [(&'static str, String); 3] {
+    [
+        ("LC_ALL", "C.UTF-8".to_string()),
+        ("TZ", "UTC".to_string()),
+        ("SOURCE_DATE_EPOCH", spec.source_date_epoch.to_string()),
+    ]
+}
+
 fn mmdebstrap(
     ctx: &BuildContext<'_>,
     spec: &LayerSpec,
@@ -82,11 +93,7 @@ fn mmdebstrap(
         .arg(root)
         // One-line sources are taken as they are: the suite, updates and security.
         .args(&debian.sources)
-        .env("LC_ALL", "C.UTF-8")
-        .env("TZ", "UTC")
-        // mmdebstrap hands it to the packages' scripts: the kernel's initramfs is then
-        // the same bytes whenever the layer is made.
-        .env("SOURCE_DATE_EPOCH", spec.source_date_epoch.to_string())
+        .envs(bootstrap_env(spec))
         .run_streaming(on_line)
         .context("creating the base layer with mmdebstrap")
 }
@@ -109,9 +116,7 @@ fn debootstrap(
         .arg(&debian.suite)
         .arg(root)
         .arg(&debian.mirror)
-        .env("LC_ALL", "C.UTF-8")
-        .env("TZ", "UTC")
-        .env("SOURCE_DATE_EPOCH", spec.source_date_epoch.to_string())
+        .envs(bootstrap_env(spec))
         .run_streaming(on_line)
         .context("creating the base layer with debootstrap")?;
     // debootstrap knows one mirror; apt gets every source. It also resolves --include

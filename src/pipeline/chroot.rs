@@ -35,7 +35,6 @@ pub struct Chroot {
     root: PathBuf,
     apt_archives: Option<PathBuf>,
     isolated_network: bool,
-    source_date_epoch: Option<i64>,
     shared_folder: Option<(PathBuf, String)>,
     env: Vec<(String, String)>,
 }
@@ -47,7 +46,6 @@ impl Chroot {
             root: root.to_path_buf(),
             apt_archives: None,
             isolated_network: false,
-            source_date_epoch: None,
             shared_folder: None,
             env: Vec::new(),
         }
@@ -69,9 +67,8 @@ impl Chroot {
 
     /// Gives the commands `SOURCE_DATE_EPOCH`, which tools that generate files in the
     /// tree (mkinitramfs, useradd) read instead of the clock.
-    pub fn with_source_date_epoch(mut self, epoch: i64) -> Self {
-        self.source_date_epoch = Some(epoch);
-        self
+    pub fn with_source_date_epoch(self, epoch: i64) -> Self {
+        self.with_env(&[("SOURCE_DATE_EPOCH", &epoch.to_string())])
     }
 
     /// Shows the host folder `host` at `inside` (a folder under `/mnt`) for the run: a
@@ -134,9 +131,6 @@ impl Chroot {
             );
         if let Some(archives) = &self.apt_archives {
             command.env("ARCHIVES", archives);
-        }
-        if let Some(epoch) = self.source_date_epoch {
-            command.env("SOURCE_DATE_EPOCH", epoch.to_string());
         }
         if let Some((host, inside)) = &self.shared_folder {
             command

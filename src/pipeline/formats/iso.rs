@@ -95,7 +95,8 @@ pub fn write(
     std::fs::write(dir.join("boot/grub/grub.cfg"), menu(title, &label))?;
     // The volume's dates (and the GPT identifiers xorriso derives from them) and every
     // file's dates are the source date: the files grub-mkrescue copies in carry the time
-    // of the copy. Time strings are read in the zone TZ names: UTC. The serial number
+    // of the copy. Time strings are read in the zone TZ names (UTC in every chroot run).
+    // The serial number
     // mformat gives GRUB's EFI image inside the ISO is random: it is pinned afterwards.
     let date = xorriso_time(epoch)?;
     let made = work.join("made.iso");
@@ -131,7 +132,7 @@ pub fn write(
     ];
     sources
         .tools
-        .run(work, &argv, &[("SOURCE_DATE_EPOCH", &epoch), ("TZ", "UTC")])
+        .run(work, &argv, &[("SOURCE_DATE_EPOCH", &epoch)])
         .context("making the ISO with grub-mkrescue")?;
     live::link_or_copy(&made, path)?;
     std::fs::remove_file(&made)?;
