@@ -14,30 +14,43 @@ pub struct Source {
     pub path: PathBuf,
     /// The file's whole text.
     pub text: String,
+    /// Where each line starts, so that a position costs a search, not a scan: a
+    /// thousand-node manifest has thousands of positions to report.
+    line_starts: Vec<usize>,
 }
 
 impl Source {
     /// Wraps a file's text.
     pub fn new(path: impl Into<PathBuf>, text: impl Into<String>) -> Self {
+        let text = text.into();
+        let line_starts = std::iter::once(0)
+            .chain(text.match_indices('\n').map(|(at, _)| at + 1))
+            .collect();
         Source {
             path: path.into(),
-            text: text.into(),
+            text,
+            line_starts,
         }
     }
 
     /// Turns a byte offset into a 1-based (line, column), counting columns in characters.
     pub fn line_col(&self, offset: usize) -> (usize, usize) {
-        let offset = offset.min(self.text.len());
-        let before = &self.text[..floor_char_boundary(&self.text, offset)];
-        let line = before.matches('\n').count() + 1;
-        let line_start = before.rfind('\n').map_or(0, |i| i + 1);
-        let column = before[line_start..].chars().count() + 1;
+        let offset = floor_char_boundary(&self.text, offset.min(self.text.len()));
+        let line = self.line_starts.partition_point(|&start| start <= offset);
+        let line_start = self.line_starts[line - 1];
+        let column = self.text[line_start..offset].chars().count() + 1;
         (line, column)
     }
 
     /// The text of a 1-based line, without its newline.
     pub fn line_text(&self, line: usize) -> &str {
-        self.text.lines().nth(line.saturating_sub(1)).unwrap_or("")
+        let Some(&start) = self.line_starts.get(line.saturating_sub(1)) else {
+            return "";
+        };
+        let end = self.text[start..]
+            .find('\n')
+            .map_or(self.text.len(), |at| start + at);
+        self.text[start..end].trim_end_matches('\r')
     }
 
     /// The span of the first occurrence of `needle` in the text, if any.
@@ -325,6 +338,12 @@ mod tests {
         // 'é' is two bytes but one column.
         assert_eq!(source.line_col(9), (2, 3));
         assert_eq!(source.line_text(2), "bé = 2");
+        assert_eq!(source.line_col(source.text.len()), (3, 1));
+        assert_eq!(source.line_col(usize::MAX), (3, 1));
+        assert_eq!(source.line_text(1), "a = 1");
+        assert_eq!(source.line_text(9), "");
+        // Inside a two-byte character: the character's own column.
+        assert_eq!(source.line_col(8), (2, 2));
     }
 
     #[test]

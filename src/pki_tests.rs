@@ -251,6 +251,7 @@ fn keys_go_only_into_their_nodes_private_files_and_the_ca_key_nowhere() {
     let manifest = manifest_in(dir.path(), unchanged);
     let project = Project::load(repo(), &manifest, SecretsMode::Create).unwrap();
     let secrets = &project.secrets;
+    let finder = secrets.finder();
     let ca_key = secrets
         .values()
         .find(|(name, _)| *name == CA_KEY_NAME)
@@ -283,8 +284,9 @@ fn keys_go_only_into_their_nodes_private_files_and_the_ca_key_nowhere() {
             .map(|node| format!("pki.nodes.{}.key", node.name))
             .collect();
         for file in rendered.image_files() {
-            let keys: Vec<&str> = secrets
+            let keys: Vec<&str> = finder
                 .found_in(&file.content)
+                .into_iter()
                 .filter(|name| name.starts_with("pki."))
                 .collect();
             for key in keys {

@@ -145,10 +145,9 @@ pub fn plan(
             vendor_packages: spec.vendor_packages.clone(),
             vendor_skipped: spec.vendor_skipped.clone(),
             overlay_files: overlay.image_files().len(),
-            seed_files: overlay
-                .per_node
-                .keys()
-                .map(|node| (node.clone(), overlay.seed_files(node).len()))
+            seed_files: cluster
+                .nodes_of(&name)
+                .map(|node| (node.name.clone(), overlay.seed_file_count(&node.name)))
                 .filter(|(_, count)| *count > 0)
                 .collect(),
             outputs: formats

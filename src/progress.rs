@@ -2,6 +2,7 @@
 //! timestamped lines otherwise (CI logs, pipes).
 
 use std::io::IsTerminal;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressStyle};
@@ -34,14 +35,6 @@ impl Progress {
         }
     }
 
-    /// Plain lines always.
-    pub fn plain() -> Self {
-        Progress {
-            fancy: false,
-            verbosity: Verbosity::Normal,
-        }
-    }
-
     /// Starts a stage; it reports its time when finished, and failure when dropped unfinished.
     pub fn stage(&self, name: impl Into<String>) -> Stage {
         let name = name.into();
@@ -66,6 +59,8 @@ impl Progress {
             verbosity: self.verbosity,
             started: Instant::now(),
             finished: false,
+            items: None,
+            done: AtomicU64::new(0),
         }
     }
 }
@@ -77,6 +72,10 @@ pub struct Stage {
     verbosity: Verbosity,
     started: Instant,
     finished: bool,
+    /// The number of items of a counted stage ([`Stage::items`]).
+    items: Option<u64>,
+    /// Items or bytes done so far.
+    done: AtomicU64,
 }
 
 impl Stage {
@@ -114,10 +113,34 @@ impl Stage {
         }
     }
 
-    /// Advances the byte bar.
-    pub fn advance(&self, bytes: u64) {
+    /// Switches to a bar of `total` items (seeds, nodes). Without a terminal each tenth
+    /// of the way is a line of its own, so that a log shows the stage moving.
+    pub fn items(&mut self, total: u64) {
+        self.items = Some(total);
         if let Some(bar) = &self.bar {
-            bar.inc(bytes);
+            bar.set_length(total);
+            bar.set_style(
+                ProgressStyle::with_template(
+                    "{spinner:.cyan} {prefix:.bold} {elapsed:>4} [{bar:30}] {pos}/{len} {wide_msg}",
+                )
+                .expect("static template")
+                .progress_chars("=> "),
+            );
+        }
+    }
+
+    /// Advances the bar by bytes or items; stages run by several threads share it.
+    pub fn advance(&self, amount: u64) {
+        let before = self.done.fetch_add(amount, Ordering::Relaxed);
+        if let Some(bar) = &self.bar {
+            bar.inc(amount);
+        } else if let Some(total) = self.items.filter(|&total| total > 0)
+            && self.verbosity != Verbosity::Quiet
+        {
+            let after = before + amount;
+            if before * 10 / total != after * 10 / total {
+                eprintln!("r2a-image: {} {after}/{total}", self.name);
+            }
         }
     }
 

@@ -8,6 +8,7 @@ use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
+use aho_corasick::AhoCorasick;
 use anyhow::Context;
 
 use crate::diag::UsageError;
@@ -57,6 +58,58 @@ impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("Secret(<redacted>)")
     }
+}
+
+/// Searches text for secrets, every fingerprint of every value in one pass over the text.
+///
+/// A value counts only where it stands as a token of its own: a short hand-written
+/// password such as `pbx` is not found inside `pbx.example.com` or `pbxadmin`.
+pub struct SecretFinder<'a> {
+    names: Vec<&'a str>,
+    /// For each pattern, the index of its secret in `names`.
+    owners: Vec<usize>,
+    automaton: AhoCorasick,
+}
+
+impl<'a> SecretFinder<'a> {
+    fn new(values: impl Iterator<Item = (&'a str, &'a Secret)>) -> SecretFinder<'a> {
+        let mut names = Vec::new();
+        let mut owners = Vec::new();
+        let mut patterns: Vec<&[u8]> = Vec::new();
+        for (name, value) in values {
+            for fingerprint in value.fingerprints() {
+                owners.push(names.len());
+                patterns.push(fingerprint);
+            }
+            names.push(name);
+        }
+        let automaton = AhoCorasick::new(patterns).expect("byte patterns always build");
+        SecretFinder {
+            names,
+            owners,
+            automaton,
+        }
+    }
+
+    /// The names of the secrets in `content`, in the order the secrets file keeps them.
+    pub fn found_in(&self, content: &[u8]) -> Vec<&'a str> {
+        let mut found = std::collections::BTreeSet::new();
+        for hit in self.automaton.find_overlapping_iter(content) {
+            let outside = [
+                hit.start().checked_sub(1).map(|at| content[at]),
+                content.get(hit.end()).copied(),
+            ];
+            if !outside.into_iter().flatten().any(continues_a_token) {
+                found.insert(self.owners[hit.pattern().as_usize()]);
+            }
+        }
+        found.into_iter().map(|index| self.names[index]).collect()
+    }
+}
+
+/// Whether a byte beside a match makes it part of a longer word, name or number.
+fn continues_a_token(byte: u8) -> bool {
+    byte.is_ascii_alphanumeric() || matches!(byte, b'.' | b'_' | b'-')
 }
 
 /// Every secret of one cluster, by name, and the cluster's TLS material.
@@ -213,15 +266,10 @@ impl Secrets {
             .filter_map(|name| self.values.get(name).map(|value| (name.as_str(), value)))
     }
 
-    /// The names of the secrets (passwords, the CA key, node keys) that appear in `content`.
-    pub fn found_in<'a>(&'a self, content: &'a [u8]) -> impl Iterator<Item = &'a str> + 'a {
-        self.values().filter_map(move |(name, value)| {
-            let found = value
-                .fingerprints()
-                .into_iter()
-                .any(|secret| content.windows(secret.len()).any(|window| window == secret));
-            found.then_some(name)
-        })
+    /// A finder for every secret (passwords, the CA key, node keys); build it once and
+    /// search many files with it.
+    pub fn finder(&self) -> SecretFinder<'_> {
+        SecretFinder::new(self.values())
     }
 
     /// Every value, the CA key and node keys included, for checks that no secret leaks
@@ -322,8 +370,40 @@ mod tests {
             values: [("k".to_string(), key)].into(),
             ..Secrets::default()
         };
+        let finder = secrets.finder();
         let indented = b"key: |\n  MIGHAgEAMBMGByqGSM49AgEGCCqGSM49\n";
-        assert_eq!(secrets.found_in(indented).collect::<Vec<_>>(), ["k"]);
-        assert_eq!(secrets.found_in(b"-----BEGIN PRIVATE KEY-----").count(), 0);
+        assert_eq!(finder.found_in(indented), ["k"]);
+        assert!(finder.found_in(b"-----BEGIN PRIVATE KEY-----").is_empty());
+    }
+
+    #[test]
+    fn a_short_value_is_found_only_as_a_token_of_its_own() {
+        let secrets = Secrets {
+            values: [
+                ("short".to_string(), Secret::new("pbx".to_string())),
+                (
+                    "long".to_string(),
+                    Secret::new("s3cretPassw0rd".to_string()),
+                ),
+            ]
+            .into(),
+            ..Secrets::default()
+        };
+        let finder = secrets.finder();
+        // (text, the secrets found in it)
+        let table: [(&str, &[&str]); 9] = [
+            ("password: pbx\n", &["short"]),
+            ("postgres://app:pbx@db1/app", &["short"]),
+            ("PASSWORD=\"pbx\"", &["short"]),
+            ("host db1.pbx.example.com", &[]),
+            ("user pbxadmin", &[]),
+            ("10.77.0.1 pbx-node-01", &[]),
+            ("api_pbx_key", &[]),
+            ("a: pbx b: s3cretPassw0rd", &["long", "short"]),
+            ("xs3cretPassw0rd", &[]),
+        ];
+        for (text, expected) in table {
+            assert_eq!(finder.found_in(text.as_bytes()), expected, "{text}");
+        }
     }
 }

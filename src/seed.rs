@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use anyhow::Context;
 
@@ -17,6 +18,7 @@ use crate::hash::sha256_file;
 use crate::manifest::{Cluster, Node};
 use crate::overlay::RenderedRole;
 use crate::pipeline::{ClusterIndex, SeedRecord, WorkDir};
+use crate::progress::{Progress, Stage};
 use crate::project::Project;
 use crate::signing::Signer;
 
@@ -103,6 +105,10 @@ fn network_config(cluster: &Cluster, node: &Node) -> String {
     text
 }
 
+/// How many seeds are packed at once. xorriso spends most of a seed's time asleep (its
+/// writer thread is polled every 0.1 s), so packers overlap far beyond the core count.
+const PACKERS: usize = 32;
+
 /// Writes the seeds of `nodes` to `<out>/<cluster>/seeds/<node>.iso`, atomically, and
 /// records them in the cluster's `manifest.json` and `SHA256SUMS`, signed with `signer`.
 pub fn write_seeds(
@@ -110,6 +116,7 @@ pub fn write_seeds(
     nodes: &[&Node],
     out: &Path,
     signer: Option<&Signer>,
+    progress: Progress,
 ) -> anyhow::Result<Vec<PathBuf>> {
     require_tools(&[XORRISO])?;
     fsutil::use_artifact_umask();
@@ -121,20 +128,89 @@ pub fn write_seeds(
         .filter(|node| seen.insert(node.name.as_str()))
         .collect();
     let cluster = &project.cluster;
-    let source_date_epoch = cluster.source_date_epoch()?;
     let cluster_out = out.join(&cluster.name);
     let seeds = cluster_out.join("seeds");
     std::fs::create_dir_all(&seeds).with_context(|| format!("creating {}", seeds.display()))?;
     let work = WorkDir::new(&seeds, ".staging-")?;
     let mut rendered: BTreeMap<&str, RenderedRole> = BTreeMap::new();
-    let mut written = Vec::new();
     for node in &nodes {
         if !rendered.contains_key(node.role.as_str()) {
             rendered.insert(&node.role, project.render(&node.role)?);
         }
-        let payload = &rendered[node.role.as_str()].seed_files(&node.name);
-        let files = seed_files(cluster, node);
-        let dir = work.path().join(&node.name);
+    }
+    let packer = Packer {
+        cluster,
+        rendered: &rendered,
+        staging: work.path(),
+        source_date_epoch: cluster.source_date_epoch()?,
+    };
+    let mut stage = progress.stage("seeds");
+    stage.items(nodes.len() as u64);
+    let packed = packer.pack_all(&nodes, &stage)?;
+    let mut index = ClusterIndex::read(&cluster_out)?;
+    let mut published = Vec::new();
+    for (node, (staged, record)) in nodes.iter().zip(packed) {
+        let target = seeds.join(format!("{}.iso", node.name));
+        std::fs::rename(&staged, &target)
+            .with_context(|| format!("writing {}", target.display()))?;
+        index.seeds.insert(node.name.clone(), record);
+        published.push(target);
+    }
+    index.write(&cluster_out, cluster, signer)?;
+    stage.finish(&format!("{} seeds", published.len()));
+    Ok(published)
+}
+
+/// A staged seed and its record for the cluster's index.
+type Packed = (PathBuf, SeedRecord);
+
+/// Packs seeds into a staging folder.
+struct Packer<'a> {
+    cluster: &'a Cluster,
+    rendered: &'a BTreeMap<&'a str, RenderedRole>,
+    staging: &'a Path,
+    source_date_epoch: i64,
+}
+
+impl Packer<'_> {
+    /// Packs the seed of every node, [`PACKERS`] at a time; the staged ISO and its record
+    /// come back in the order of `nodes`. The first failure stops the others.
+    fn pack_all(&self, nodes: &[&Node], stage: &Stage) -> anyhow::Result<Vec<Packed>> {
+        let next = AtomicUsize::new(0);
+        let failed = AtomicBool::new(false);
+        let results: Vec<Vec<(usize, anyhow::Result<Packed>)>> = std::thread::scope(|scope| {
+            let workers: Vec<_> = (0..PACKERS.min(nodes.len()))
+                .map(|_| {
+                    scope.spawn(|| {
+                        let mut done = Vec::new();
+                        while !failed.load(Ordering::Relaxed) {
+                            let at = next.fetch_add(1, Ordering::Relaxed);
+                            let Some(node) = nodes.get(at) else { break };
+                            let result = self.pack(node);
+                            failed.fetch_or(result.is_err(), Ordering::Relaxed);
+                            stage.advance(1);
+                            done.push((at, result));
+                        }
+                        done
+                    })
+                })
+                .collect();
+            workers
+                .into_iter()
+                .map(|worker| worker.join().expect("a seed packer does not panic"))
+                .collect()
+        });
+        let mut ordered: Vec<_> = results.into_iter().flatten().collect();
+        ordered.sort_by_key(|(at, _)| *at);
+        ordered.into_iter().map(|(_, result)| result).collect()
+    }
+
+    /// Writes one node's seed files and packs them as `<staging>/<node>.iso`.
+    fn pack(&self, node: &Node) -> anyhow::Result<Packed> {
+        let epoch = self.source_date_epoch;
+        let payload = self.rendered[node.role.as_str()].seed_files(&node.name);
+        let files = seed_files(self.cluster, node);
+        let dir = self.staging.join(&node.name);
         std::fs::create_dir_all(&dir)?;
         for (name, content) in [
             ("meta-data", &files.meta_data),
@@ -143,47 +219,34 @@ pub fn write_seeds(
         ] {
             let path = dir.join(name);
             fsutil::write_atomic(&path, content.as_bytes(), 0o644)?;
-            set_mtime(&path, source_date_epoch)?;
+            set_mtime(&path, epoch)?;
         }
         if !payload.is_empty() {
             let path = dir.join(crate::payload::FILE_NAME);
-            let bytes = crate::payload::pack(payload, source_date_epoch)?;
+            let bytes = crate::payload::pack(&payload, epoch)?;
             fsutil::write_atomic(&path, &bytes, 0o600)?;
-            set_mtime(&path, source_date_epoch)?;
+            set_mtime(&path, epoch)?;
         }
-        set_mtime(&dir, source_date_epoch)?;
-        let iso = work.path().join(format!("{}.iso", node.name));
+        set_mtime(&dir, epoch)?;
+        let iso = self.staging.join(format!("{}.iso", node.name));
         Command::new("xorriso")
             .args([
                 "-as", "mkisofs", "-quiet", "-volid", "cidata", "-joliet", "-rock", "-o",
             ])
             .arg(&iso)
             .arg(&dir)
-            .env("SOURCE_DATE_EPOCH", source_date_epoch.to_string())
+            .env("SOURCE_DATE_EPOCH", epoch.to_string())
             .run()
             .with_context(|| format!("packing the seed of {}", node.name))?;
         fsutil::set_mode(&iso, if payload.is_empty() { 0o644 } else { 0o600 })?;
-        written.push(iso);
+        std::fs::remove_dir_all(&dir)?;
+        let record = SeedRecord {
+            path: format!("seeds/{}.iso", node.name),
+            sha256: sha256_file(&iso)?,
+            size: std::fs::metadata(&iso)?.len(),
+        };
+        Ok((iso, record))
     }
-    let mut index = ClusterIndex::read(&cluster_out)?;
-    let mut published = Vec::new();
-    for (node, iso) in nodes.iter().zip(written) {
-        let target = seeds.join(format!("{}.iso", node.name));
-        std::fs::rename(&iso, &target).with_context(|| format!("writing {}", target.display()))?;
-        let path = format!("seeds/{}.iso", node.name);
-        let size = std::fs::metadata(&target)?.len();
-        index.seeds.insert(
-            node.name.clone(),
-            SeedRecord {
-                path,
-                sha256: sha256_file(&target)?,
-                size,
-            },
-        );
-        published.push(target);
-    }
-    index.write(&cluster_out, cluster, signer)?;
-    Ok(published)
 }
 
 /// File times go into the ISO: fixed ones make the same seed byte for byte.

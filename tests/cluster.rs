@@ -298,9 +298,10 @@ fn two_members_added_to_the_manifest_join_as_learners_and_vote(
 /// carry secrets are 0600, and the CA's key is in no image at all.
 fn no_secret_reaches_a_log_a_seed_or_a_public_artifact(h: &Harness, fx: &support::Fixture) {
     let secrets = fx.secrets();
+    let finder = secrets.finder();
     let mut leaks = Vec::new();
     let mut search = |what: String, bytes: &[u8]| {
-        for name in secrets.found_in(bytes) {
+        for name in finder.found_in(bytes) {
             leaks.push(format!("{name} in {what}"));
         }
     };

@@ -127,7 +127,9 @@ pub fn machine_for(
         None => None,
     };
     let signer = project.signer()?;
-    let seeds = crate::seed::write_seeds(project, &[node], &options.out, signer.as_ref())?;
+    // One seed is quick: no stage lines around the boot's own.
+    let quiet = crate::progress::Progress::detect(crate::progress::Verbosity::Quiet);
+    let seeds = crate::seed::write_seeds(project, &[node], &options.out, signer.as_ref(), quiet)?;
     let mut machine = Machine {
         firmware: options.firmware,
         ovmf_vars: None,

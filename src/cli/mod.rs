@@ -288,7 +288,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     .collect::<anyhow::Result<_>>()?
             };
             let signer = project.signer()?;
-            for path in crate::seed::write_seeds(&project, &chosen, &out, signer.as_ref())? {
+            let written =
+                crate::seed::write_seeds(&project, &chosen, &out, signer.as_ref(), progress)?;
+            for path in written {
                 println!("{}", path.display());
             }
         }

@@ -6,9 +6,9 @@
 use std::collections::HashSet;
 use std::net::Ipv4Addr;
 
-use super::{Inputs, OverlayFile, RenderedRole, identical_paths, partition};
+use super::{Inputs, OverlayFile, RenderedRole, Renders, identical_paths, partition};
 use crate::manifest::{Cluster, Node, NodeData};
-use crate::secrets::Secrets;
+use crate::secrets::{SecretFinder, Secrets};
 
 /// The name of the probe node added to `role`.
 pub fn probe_node_name(role: &str) -> String {
@@ -79,18 +79,44 @@ impl<'a> Probe<'a> {
 }
 
 /// Splits the renders of the real nodes into image and seed files, against the renders of
-/// the probe (the real nodes and the role's probe node, in the cluster with probe nodes).
-pub fn split(
-    renders: Vec<(String, Vec<OverlayFile>)>,
-    probe: &[(String, Vec<OverlayFile>)],
-    secrets: &Secrets,
-) -> RenderedRole {
-    let image_paths: HashSet<String> = identical_paths(renders.iter().chain(probe))
+/// the probe (a real node and the role's probe node, in the cluster with probe nodes).
+pub fn split(renders: Renders, probe: &Renders, finder: &SecretFinder<'_>) -> RenderedRole {
+    let secret_free = |file: &OverlayFile| finder.found_in(&file.content).is_empty();
+    let same_for_all: HashSet<String> = identical_paths(&renders.nodes)
+        .into_keys()
+        .map(str::to_string)
+        .collect();
+    let image_paths: HashSet<String> = identical_paths(renders.nodes.iter().chain(&probe.nodes))
         .into_iter()
-        .filter(|(_, file)| secrets.found_in(&file.content).next().is_none())
+        .filter(|(_, file)| secret_free(file))
         .map(|(path, _)| path.to_string())
         .collect();
-    partition(renders, &image_paths, NodeData::Seed)
+    let mut shared = Vec::new();
+    let mut seed_common = Vec::new();
+    let unchanged = |file: &OverlayFile| probe.role.contains(file) && secret_free(file);
+    for file in renders.role {
+        if unchanged(&file) {
+            shared.push(file);
+        } else {
+            seed_common.push(file);
+        }
+    }
+    let (common, per_node) = partition(renders.nodes, &same_for_all);
+    for file in common {
+        if image_paths.contains(&file.path) {
+            shared.push(file);
+        } else {
+            seed_common.push(file);
+        }
+    }
+    shared.sort_by(|a, b| a.path.cmp(&b.path));
+    seed_common.sort_by(|a, b| a.path.cmp(&b.path));
+    RenderedRole {
+        shared,
+        seed_common,
+        per_node,
+        node_data: NodeData::Seed,
+    }
 }
 
 #[cfg(test)]
@@ -144,6 +170,7 @@ address = \"192.168.10.93\"
             .into_iter()
             .map(|f| f.path)
             .collect();
+        assert_eq!(db.seed_file_count("pg-node-01"), seed.len());
         let own = |path: &str| format!("/usr/lib/r2a/nodes/pg-node-01{path}");
         // (path, in the image, in pg-node-01's seed, why)
         let table = [
@@ -203,16 +230,16 @@ address = \"192.168.10.93\"
     fn no_role_image_holds_a_secret_and_a_seed_holds_only_its_node_s_key() {
         let dir = tempfile::tempdir().unwrap();
         let project = seeded(dir.path(), "");
-        let secrets = &project.secrets;
+        let finder = project.secrets.finder();
         for role in project.cluster.roles_in_use() {
             let rendered = project.render(&role).unwrap();
             for file in rendered.image_files() {
-                let found: Vec<&str> = secrets.found_in(&file.content).collect();
+                let found = finder.found_in(&file.content);
                 assert!(found.is_empty(), "{role}: {} holds {found:?}", file.path);
             }
             for node in project.cluster.nodes_of(&role) {
                 for file in rendered.seed_files(&node.name) {
-                    for name in secrets.found_in(&file.content) {
+                    for name in finder.found_in(&file.content) {
                         if let Some(owner) = name.strip_prefix("pki.nodes.") {
                             assert_eq!(owner, format!("{}.key", node.name), "{}", file.path);
                         }

@@ -397,10 +397,11 @@ fn artifact_key(
 }
 
 fn contains_secrets(ctx: &BuildContext<'_>, overlay: &RenderedRole) -> bool {
+    let finder = ctx.project.secrets.finder();
     overlay
         .image_files()
         .iter()
-        .any(|file| ctx.project.secrets.found_in(&file.content).next().is_some())
+        .any(|file| !finder.found_in(&file.content).is_empty())
 }
 
 fn tree_size(root: &Path) -> u64 {
