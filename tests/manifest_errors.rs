@@ -311,6 +311,60 @@ fn cases() -> Vec<(&'static str, String, Vec<&'static str>)> {
             vec!["error: unknown bootstrap tool `cdebootstrap`"],
         ),
         (
+            "a range that runs past the network",
+            edit("name = \"tel1\"", "name = \"tel-[001-300]\""),
+            vec![
+                ":49:11: error: the range `tel-[001-300]` runs past the network 10.77.0.0/24: its node tel-205 would get no address in it",
+                "start lower, shorten the range, or widen [network].cidr",
+            ],
+        ),
+        (
+            "a range node on another node's address",
+            edit("name = \"tel1\"", "name = \"tel[1-4]\"").replacen(
+                "address = \"10.77.0.51\"",
+                "address = \"10.77.0.10\"",
+                1,
+            ),
+            vec![
+                ":49:11: error: node tel2 (10.77.0.11, from `tel[1-4]`): duplicate address: node db1 (line 18) has it too",
+                ":49:11: error: node tel3 (10.77.0.12, from `tel[1-4]`): duplicate address: node db2 (line 24) has it too",
+                ":49:11: error: node tel4 (10.77.0.13, from `tel[1-4]`): duplicate address: node db3 (line 29) has it too",
+            ],
+        ),
+        (
+            "a range over the gateway",
+            edit("name = \"tel1\"", "name = \"tel[1-2]\"").replacen(
+                "address = \"10.77.0.51\"",
+                "address = \"10.77.0.0\"",
+                1,
+            ),
+            vec![
+                "node tel1 (10.77.0.0, from `tel[1-2]`): address 10.77.0.0 of node tel1 is the network's own or broadcast address",
+                "node tel2 (10.77.0.1, from `tel[1-2]`): address 10.77.0.1 of node tel2 is the gateway's",
+            ],
+        ),
+        (
+            "a range with a name that is no DNS label",
+            edit("name = \"tel1\"", "name = \"Tel-[1-2]\""),
+            vec![":47:8: error: invalid node name `Tel-1` in the range `Tel-[1-2]`"],
+        ),
+        (
+            "a range counting backwards",
+            edit("name = \"tel1\"", "name = \"tel[9-2]\""),
+            vec![
+                ":47:8: error: invalid node range `tel[9-2]`: the counter runs backwards, from 9 to 2",
+                "write one counter such as tele-node-[001-200]",
+            ],
+        ),
+        (
+            "a range with one MAC",
+            edit(
+                "name = \"tel1\"",
+                "name = \"tel[1-2]\"\nmac = \"52:54:00:00:00:51\"",
+            ),
+            vec!["error: the range `tel[1-2]` cannot share one MAC address"],
+        ),
+        (
             "top-level key after a table",
             edit("vendor = \"skip\"\n", "").replacen(
                 "dns = [\"10.77.0.1\"]",
@@ -340,6 +394,26 @@ fn the_valid_manifest_is_valid() {
     assert_eq!(cluster.nodes.len(), 7);
     assert_eq!(cluster.nodes[0].mac.as_deref(), Some("52:54:00:00:00:11"));
     assert_eq!(cluster.nodes[6].memory, Some(8 * 1024 * 1024 * 1024));
+}
+
+#[test]
+fn a_range_stands_for_its_nodes_in_order_with_counted_addresses() {
+    let text = VALID.replacen("name = \"tel1\"", "name = \"tel-[098-101]\"", 1);
+    let cluster = load(&text).unwrap();
+    let tel: Vec<(&str, String, Option<u64>)> = cluster
+        .nodes_of("telephony")
+        .map(|n| (n.name.as_str(), n.address.to_string(), n.memory))
+        .collect();
+    let eight_gib = Some(8 << 30);
+    assert_eq!(
+        tel,
+        [
+            ("tel-098", "10.77.0.51".to_string(), eight_gib),
+            ("tel-099", "10.77.0.52".to_string(), eight_gib),
+            ("tel-100", "10.77.0.53".to_string(), eight_gib),
+            ("tel-101", "10.77.0.54".to_string(), eight_gib),
+        ]
+    );
 }
 
 #[test]

@@ -4,6 +4,7 @@
 //! returns either a `Cluster` or every problem found, each with file, line and a hint.
 
 mod nodes;
+mod ranges;
 mod raw;
 mod resolve;
 mod vendor;

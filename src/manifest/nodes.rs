@@ -7,8 +7,9 @@ use std::ops::Range;
 
 use toml::Spanned;
 
+use super::ranges::NameRange;
 use super::raw;
-use super::resolve::Checker;
+use super::resolve::{Checker, is_dns_label};
 use super::{Network, Node};
 use crate::role::RoleSet;
 
@@ -16,6 +17,14 @@ use crate::role::RoleSet;
 const MIN_MEMORY: u64 = 1 << 30;
 /// The least system disk a role image fits on, with room to grow.
 const MIN_DISK: u64 = 4 << 30;
+
+/// What the nodes so far use, each with the node and line that took it first.
+#[derive(Default)]
+struct Seen {
+    names: HashMap<String, (String, usize)>,
+    addresses: HashMap<Ipv4Addr, (String, usize)>,
+    macs: HashMap<String, (String, usize)>,
+}
 
 impl Checker<'_, '_> {
     pub(super) fn nodes(&mut self) -> Vec<raw::NodeEntry> {
@@ -50,107 +59,239 @@ impl Checker<'_, '_> {
             .map_or(0, |array| array.len())
     }
 
+    /// Every node of the manifest, ranges expanded, each checked; the count says how many
+    /// nodes the entries stand for, resolved or not.
     pub(super) fn resolve_nodes(
         &mut self,
         raw: &[raw::NodeEntry],
         network: Option<&Network>,
         roles: &RoleSet,
-    ) -> Vec<Node> {
-        let mut names = HashMap::new();
-        let mut addresses = HashMap::new();
-        let mut macs = HashMap::new();
+    ) -> (Vec<Node>, usize) {
+        let mut seen = Seen::default();
         let mut nodes = Vec::new();
+        let mut declared = 0;
         for entry in raw {
-            let name = self.label(&entry.name, "node name");
-            self.unique(&mut names, name.clone(), entry.name.span(), &name, "name");
             let role_known = roles.get(entry.role.get_ref()).is_some();
             if !role_known {
                 let hint = format!("use one of: {}", roles.names().join(", "));
                 self.error(
                     Some(entry.role.span()),
-                    format!("unknown role `{}` for node {name}", entry.role.get_ref()),
+                    format!(
+                        "unknown role `{}` for node {}",
+                        entry.role.get_ref(),
+                        entry.name.get_ref()
+                    ),
                     &hint,
                 );
             }
-            let address = self.ipv4(&entry.address, "node");
-            if let Some(address) = address {
-                self.unique(
-                    &mut addresses,
-                    address,
-                    entry.address.span(),
-                    &name,
-                    "address",
-                );
-                if let Some(network) = network {
-                    self.in_network(address, network, &entry.address, &name);
-                }
-            }
-            let mac = entry.mac.as_ref().and_then(|mac| {
-                let normalized = normalize_mac(mac.get_ref());
-                if normalized.is_none() {
+            let shared = self.shared_settings(entry);
+            let range = match NameRange::parse(entry.name.get_ref()) {
+                Ok(range) => range,
+                Err(problem) => {
                     self.error(
-                        Some(mac.span()),
-                        format!("invalid MAC address `{}`", mac.get_ref()),
-                        "write six hex pairs separated by colons, e.g. 52:54:00:12:34:56",
+                        Some(entry.name.span()),
+                        format!("invalid node range `{}`: {problem}", entry.name.get_ref()),
+                        "write one counter such as tele-node-[001-200]",
                     );
+                    declared += 1;
+                    continue;
                 }
-                normalized
-            });
-            if let (Some(mac), Some(raw_mac)) = (&mac, &entry.mac) {
-                self.unique(&mut macs, mac.clone(), raw_mac.span(), &name, "MAC address");
-            }
-            if let Some(vcpus) = entry.vcpus.as_ref().filter(|v| *v.get_ref() == 0) {
-                self.error(
-                    Some(vcpus.span()),
-                    format!("node {name} has 0 vCPUs"),
-                    "give it at least 1, or leave vcpus out",
-                );
-            }
-            let memory = entry.memory.as_ref().and_then(|m| self.size(m, "memory"));
-            let disk = entry.disk.as_ref().and_then(|m| self.size(m, "disk"));
-            for (given, size, least, what) in [
-                (&entry.memory, memory, MIN_MEMORY, "memory"),
-                (&entry.disk, disk, MIN_DISK, "disk"),
-            ] {
-                if let (Some(given), Some(size)) = (given, size)
-                    && size < least
-                {
-                    self.error(
-                        Some(given.span()),
-                        format!(
-                            "node {name}'s {what} of {} is too small to boot a role image",
-                            given.get_ref()
-                        ),
-                        &format!(
-                            "give it at least {}",
-                            bytesize::ByteSize(least).display().iec()
-                        ),
-                    );
+            };
+            let Some(range) = range else {
+                declared += 1;
+                let name = self.label(&entry.name, "node name");
+                let address = self.ipv4(&entry.address, "node");
+                let mac = self.mac(entry, &name, &mut seen);
+                if let Some(address) = address {
+                    let node = Node {
+                        name,
+                        address,
+                        mac,
+                        ..shared
+                    };
+                    self.checked(node, entry, network, &mut seen, role_known, &mut nodes);
                 }
-            }
-            if let Some(device) = &entry.data_disk
-                && !device.get_ref().starts_with("/dev/")
-            {
+                continue;
+            };
+            declared += range.count() as usize;
+            self.expand(
+                entry, &range, shared, network, &mut seen, role_known, &mut nodes,
+            );
+        }
+        (nodes, declared)
+    }
+
+    /// The nodes of a range entry, each checked under its own name.
+    #[allow(clippy::too_many_arguments)]
+    fn expand(
+        &mut self,
+        entry: &raw::NodeEntry,
+        range: &NameRange,
+        shared: Node,
+        network: Option<&Network>,
+        seen: &mut Seen,
+        role_known: bool,
+        nodes: &mut Vec<Node>,
+    ) {
+        let pattern = entry.name.get_ref();
+        for name in [range.name(0), range.name(range.count() - 1)] {
+            if !is_dns_label(&name) {
                 self.error(
-                    Some(device.span()),
-                    format!("data disk `{}` is not a device path", device.get_ref()),
-                    "name the device, e.g. /dev/vdb or /dev/disk/by-id/...",
+                    Some(entry.name.span()),
+                    format!("invalid node name `{name}` in the range `{pattern}`"),
+                    "use 1-63 lower-case letters, digits and inner hyphens (a DNS label)",
                 );
-            }
-            if let (Some(address), true) = (address, role_known) {
-                nodes.push(Node {
-                    name,
-                    role: entry.role.get_ref().clone(),
-                    address,
-                    mac,
-                    vcpus: entry.vcpus.as_ref().map(|v| *v.get_ref()),
-                    memory,
-                    disk,
-                    data_disk: entry.data_disk.as_ref().map(|d| d.get_ref().clone()),
-                });
+                return;
             }
         }
-        nodes
+        if let Some(mac) = &entry.mac {
+            self.error(
+                Some(mac.span()),
+                format!("the range `{pattern}` cannot share one MAC address"),
+                "a MAC belongs to one machine: write the nodes that have one as entries of their own",
+            );
+        }
+        let Some(start) = self.ipv4(&entry.address, "first node") else {
+            return;
+        };
+        if let Some(network) = network {
+            let beyond = (0..range.count()).find(|&index| {
+                NameRange::address(start, index).is_none_or(|address| {
+                    !network.cidr.contains(&address) || address == network.cidr.broadcast()
+                })
+            });
+            if let Some(index) = beyond {
+                self.error(
+                    Some(entry.address.span()),
+                    format!(
+                        "the range `{pattern}` runs past the network {}: its node {} would get no address in it",
+                        network.cidr,
+                        range.name(index)
+                    ),
+                    "start lower, shorten the range, or widen [network].cidr",
+                );
+                return;
+            }
+        }
+        for index in 0..range.count() {
+            let address = NameRange::address(start, index).expect("checked against the network");
+            let node = Node {
+                name: range.name(index),
+                address,
+                ..shared.clone()
+            };
+            self.within = Some(format!("{} ({address}, from `{pattern}`)", node.name));
+            self.checked(node, entry, network, seen, role_known, nodes);
+            self.within = None;
+        }
+    }
+
+    /// Checks what makes `node` one of a kind (its name and address) and keeps it.
+    fn checked(
+        &mut self,
+        node: Node,
+        entry: &raw::NodeEntry,
+        network: Option<&Network>,
+        seen: &mut Seen,
+        role_known: bool,
+        nodes: &mut Vec<Node>,
+    ) {
+        let name = node.name.clone();
+        self.unique(
+            &mut seen.names,
+            name.clone(),
+            entry.name.span(),
+            &name,
+            "name",
+        );
+        self.unique(
+            &mut seen.addresses,
+            node.address,
+            entry.address.span(),
+            &name,
+            "address",
+        );
+        if let Some(network) = network {
+            self.in_network(node.address, network, &entry.address, &name);
+        }
+        if role_known {
+            nodes.push(node);
+        }
+    }
+
+    /// The MAC of a single node entry, normalized and checked.
+    fn mac(&mut self, entry: &raw::NodeEntry, name: &str, seen: &mut Seen) -> Option<String> {
+        let raw_mac = entry.mac.as_ref()?;
+        let Some(mac) = normalize_mac(raw_mac.get_ref()) else {
+            self.error(
+                Some(raw_mac.span()),
+                format!("invalid MAC address `{}`", raw_mac.get_ref()),
+                "write six hex pairs separated by colons, e.g. 52:54:00:12:34:56",
+            );
+            return None;
+        };
+        self.unique(
+            &mut seen.macs,
+            mac.clone(),
+            raw_mac.span(),
+            name,
+            "MAC address",
+        );
+        Some(mac)
+    }
+
+    /// What every node of an entry has alike: role, sizes and data disk, checked once.
+    /// Name, address and MAC are the caller's to fill in.
+    fn shared_settings(&mut self, entry: &raw::NodeEntry) -> Node {
+        let name = entry.name.get_ref();
+        if let Some(vcpus) = entry.vcpus.as_ref().filter(|v| *v.get_ref() == 0) {
+            self.error(
+                Some(vcpus.span()),
+                format!("node {name} has 0 vCPUs"),
+                "give it at least 1, or leave vcpus out",
+            );
+        }
+        let memory = entry.memory.as_ref().and_then(|m| self.size(m, "memory"));
+        let disk = entry.disk.as_ref().and_then(|m| self.size(m, "disk"));
+        for (given, size, least, what) in [
+            (&entry.memory, memory, MIN_MEMORY, "memory"),
+            (&entry.disk, disk, MIN_DISK, "disk"),
+        ] {
+            if let (Some(given), Some(size)) = (given, size)
+                && size < least
+            {
+                self.error(
+                    Some(given.span()),
+                    format!(
+                        "node {name}'s {what} of {} is too small to boot a role image",
+                        given.get_ref()
+                    ),
+                    &format!(
+                        "give it at least {}",
+                        bytesize::ByteSize(least).display().iec()
+                    ),
+                );
+            }
+        }
+        if let Some(device) = &entry.data_disk
+            && !device.get_ref().starts_with("/dev/")
+        {
+            self.error(
+                Some(device.span()),
+                format!("data disk `{}` is not a device path", device.get_ref()),
+                "name the device, e.g. /dev/vdb or /dev/disk/by-id/...",
+            );
+        }
+        Node {
+            name: String::new(),
+            role: entry.role.get_ref().clone(),
+            address: Ipv4Addr::UNSPECIFIED,
+            mac: None,
+            vcpus: entry.vcpus.as_ref().map(|v| *v.get_ref()),
+            memory,
+            disk,
+            data_disk: entry.data_disk.as_ref().map(|d| d.get_ref().clone()),
+        }
     }
 
     /// Records `key` as used by node `name`, or reports the earlier node that uses it.

@@ -33,6 +33,7 @@ pub fn resolve(source: &Source, bytes: &[u8], roles: &RoleSet) -> Result<Cluster
     let mut check = Checker {
         doc: &doc,
         d: &mut d,
+        within: None,
     };
 
     let cluster = check.section::<raw::ClusterSection>("cluster", true);
@@ -49,13 +50,12 @@ pub fn resolve(source: &Source, bytes: &[u8], roles: &RoleSet) -> Result<Cluster
     let domain = cluster.as_ref().map(|c| check.domain(&c.domain));
     let debian = check.debian(debian);
     let network = network.and_then(|n| check.network(n));
-    let nodes = check.resolve_nodes(&raw_nodes, network.as_ref(), roles);
+    let (nodes, declared) = check.resolve_nodes(&raw_nodes, network.as_ref(), roles);
     let ssh_authorized_keys = ssh.map(|s| check.ssh_keys(s)).unwrap_or_default();
     let build = check.build(build);
     let vendor = check.vendor();
     // Counting nodes when some failed to decode or resolve would only add noise.
-    let every_node_resolved =
-        nodes.len() == raw_nodes.len() && raw_nodes.len() == check.declared_nodes();
+    let every_node_resolved = nodes.len() == declared && raw_nodes.len() == check.declared_nodes();
     if every_node_resolved {
         check.node_counts(&raw_nodes, &nodes, roles);
     }
@@ -89,6 +89,9 @@ pub fn resolve(source: &Source, bytes: &[u8], roles: &RoleSet) -> Result<Cluster
 pub(super) struct Checker<'a, 's> {
     pub(super) doc: &'a Document<'s>,
     pub(super) d: &'a mut Diagnostics,
+    /// The node of a range being checked: its problems name it, since the manifest's
+    /// text names only the range.
+    pub(super) within: Option<String>,
 }
 
 impl Checker<'_, '_> {
@@ -98,6 +101,10 @@ impl Checker<'_, '_> {
         message: impl Into<String>,
         hint: &str,
     ) {
+        let message = match &self.within {
+            Some(node) => format!("node {node}: {}", message.into()),
+            None => message.into(),
+        };
         self.d
             .at(self.doc.source, span, message, Some(hint.to_string()));
     }

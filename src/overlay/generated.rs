@@ -36,7 +36,10 @@ pub(super) struct ClusterFile<'a> {
     nodes: &'a [Node],
     ssh_authorized_keys: &'a [String],
     database: &'a crate::manifest::DatabaseSettings,
-    manifest_sha256: &'a str,
+    /// The sha256 of this model (with this field empty): the same for manifests that say
+    /// the same thing however they are written (ranges or nodes one by one, comments,
+    /// key order), so images change with what the manifest means, not its wording.
+    model_sha256: String,
 }
 
 impl<'a> From<&'a Cluster> for ClusterFile<'a> {
@@ -49,8 +52,17 @@ impl<'a> From<&'a Cluster> for ClusterFile<'a> {
             nodes: &cluster.nodes,
             ssh_authorized_keys: &cluster.ssh_authorized_keys,
             database: &cluster.database,
-            manifest_sha256: &cluster.manifest.sha256,
+            model_sha256: String::new(),
         }
+        .with_digest()
+    }
+}
+
+impl ClusterFile<'_> {
+    fn with_digest(mut self) -> Self {
+        let model = serde_json::to_vec(&self).expect("the cluster model serializes");
+        self.model_sha256 = crate::hash::sha256_hex(&model);
+        self
     }
 }
 
