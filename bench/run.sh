@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Benchmarks of `r2a-image build` on the reference cluster (all seven roles):
+# First the fleet scale of the manifest commands (bench/scale.sh: check, plan, render and
+# seed --all at 10 to 5,000 nodes); then benchmarks of `r2a-image build` on the reference
+# cluster (all seven roles):
 #   cold       empty cache: bootstrap, every role layer, every image
 #   warm       nothing changed: every layer and image reused
 #   overlay    one overlay file of one role changed: that role's image rebuilt
@@ -25,6 +27,9 @@ manifest=examples/reference-cluster.toml
 rm -rf "$work"
 mkdir -p "$work"
 cp -a roles overlays "$work/"
+
+bench/scale.sh
+echo
 
 timed() { # name, then the command; prints seconds and max RSS (KiB)
   local name=$1; shift

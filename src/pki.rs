@@ -229,6 +229,13 @@ impl Pki {
         })
     }
 
+    /// A node's key, by name, when it has one.
+    pub fn node_key(&self, node: &str) -> Option<(&str, &Secret)> {
+        self.nodes
+            .get(node)
+            .map(|tls| (tls.key_name.as_str(), &tls.key))
+    }
+
     /// The CA's key and every node's key, by name, for leak checks.
     pub fn private_keys(&self) -> impl Iterator<Item = (&str, &Secret)> {
         let ca = self.ca.iter().map(|ca| (CA_KEY_NAME, &ca.key));

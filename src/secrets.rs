@@ -62,8 +62,9 @@ impl fmt::Debug for Secret {
 
 /// Searches text for secrets, every fingerprint of every value in one pass over the text.
 ///
-/// A value counts only where it stands as a token of its own: a short hand-written
-/// password such as `pbx` is not found inside `pbx.example.com` or `pbxadmin`.
+/// A short value (a hand-written password such as `pbx`) counts only where it stands as a
+/// token of its own, not inside `pbx.example.com` or `pbxadmin`; a long one (generated
+/// passwords, the lines of a key) counts wherever it is, escaped JSON strings included.
 pub struct SecretFinder<'a> {
     names: Vec<&'a str>,
     /// For each pattern, the index of its secret in `names`.
@@ -99,13 +100,18 @@ impl<'a> SecretFinder<'a> {
                 hit.start().checked_sub(1).map(|at| content[at]),
                 content.get(hit.end()).copied(),
             ];
-            if !outside.into_iter().flatten().any(continues_a_token) {
+            let long = hit.len() >= SHORT_SECRET;
+            if long || !outside.into_iter().flatten().any(continues_a_token) {
                 found.insert(self.owners[hit.pattern().as_usize()]);
             }
         }
         found.into_iter().map(|index| self.names[index]).collect()
     }
 }
+
+/// Values shorter than this are found as whole tokens only: by chance a few letters are
+/// part of many words, sixteen random ones of none.
+const SHORT_SECRET: usize = 16;
 
 /// Whether a byte beside a match makes it part of a longer word, name or number.
 fn continues_a_token(byte: u8) -> bool {
@@ -272,6 +278,18 @@ impl Secrets {
         SecretFinder::new(self.values())
     }
 
+    /// A finder for the secrets a role's templates are given: the role's own (`names`)
+    /// and, in a role with TLS, its nodes' keys. Rendered files can hold no others, and
+    /// a thousand-node role need not search for the keys of every other role.
+    pub fn finder_for_role<'a>(
+        &'a self,
+        names: &'a [String],
+        tls_nodes: impl Iterator<Item = &'a str>,
+    ) -> SecretFinder<'a> {
+        let node_keys = tls_nodes.filter_map(|node| self.pki.node_key(node));
+        SecretFinder::new(self.for_role(names).chain(node_keys))
+    }
+
     /// Every value, the CA key and node keys included, for checks that no secret leaks
     /// into a public file or a log.
     pub fn values(&self) -> impl Iterator<Item = (&str, &Secret)> {
@@ -383,7 +401,7 @@ mod tests {
                 ("short".to_string(), Secret::new("pbx".to_string())),
                 (
                     "long".to_string(),
-                    Secret::new("s3cretPassw0rd".to_string()),
+                    Secret::new("s3cretPassw0rd4u2".to_string()),
                 ),
             ]
             .into(),
@@ -391,7 +409,7 @@ mod tests {
         };
         let finder = secrets.finder();
         // (text, the secrets found in it)
-        let table: [(&str, &[&str]); 9] = [
+        let table: [(&str, &[&str]); 10] = [
             ("password: pbx\n", &["short"]),
             ("postgres://app:pbx@db1/app", &["short"]),
             ("PASSWORD=\"pbx\"", &["short"]),
@@ -399,8 +417,10 @@ mod tests {
             ("user pbxadmin", &[]),
             ("10.77.0.1 pbx-node-01", &[]),
             ("api_pbx_key", &[]),
-            ("a: pbx b: s3cretPassw0rd", &["long", "short"]),
-            ("xs3cretPassw0rd", &[]),
+            ("a: pbx b: s3cretPassw0rd4u2", &["long", "short"]),
+            // A long value is found inside other text: an escaped JSON string, a joined key.
+            ("\"key\": \"x\\ns3cretPassw0rd4u2\\n\"", &["long"]),
+            ("xs3cretPassw0rd4u2x", &["long"]),
         ];
         for (text, expected) in table {
             assert_eq!(finder.found_in(text.as_bytes()), expected, "{text}");

@@ -203,7 +203,11 @@ pub fn render_role(inputs: &Inputs<'_>, role_name: &str) -> anyhow::Result<Rende
     let renders = templates.render(inputs, &nodes, &mut diagnostics)?;
     diagnostics.dedup();
     diagnostics.into_result(())?;
-    let finder = inputs.secrets.finder();
+    let tls_nodes = nodes
+        .iter()
+        .filter(|_| role.tls)
+        .map(|node| node.name.as_str());
+    let finder = inputs.secrets.finder_for_role(&role.secrets, tls_nodes);
     let rendered = match inputs.cluster.build.node_data {
         NodeData::Image => split_by_node(renders),
         NodeData::Seed => {
