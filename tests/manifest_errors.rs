@@ -274,7 +274,79 @@ fn cases() -> Vec<(&'static str, String, Vec<&'static str>)> {
         (
             "not an SSH key",
             edit("ssh-ed25519 AAAA", "ssh-dss AAAA"),
-            vec![":13:20: error: not an OpenSSH public key"],
+            vec![":13:20: error: SSH key is not an OpenSSH public key (unknown algorithm)"],
+        ),
+        (
+            "an SSH key with bad base64",
+            edit("AAAAC3NzaC1lZDI1NTE5AAAAIJ8c0", "AAAAC3NzaC1lZDI1NTE5AAAAIJ8c0!!"),
+            vec![":13:20: error: SSH key is not an OpenSSH public key"],
+        ),
+        (
+            "an SSH key cut short",
+            edit("l9s7u1aB test@lab", " test@lab"),
+            vec![":13:20: error: SSH key is not an OpenSSH public key"],
+        ),
+        (
+            "an SSH key over two lines",
+            edit("[\"ssh-ed25519 AAAA", "[\"\"\"ssh-ed25519\nAAAA").replacen(
+                "test@lab\"]",
+                "test@lab\"\"\"]",
+                1,
+            ),
+            vec![":13:20: error: SSH key spans more than one line"],
+        ),
+        (
+            "no SSH key",
+            edit("authorized_keys = [\"ssh-ed25519", "authorized_keys = []\nunused = [\"ssh-ed25519"),
+            vec![
+                "unknown field `unused`",
+                ":12:2: error: no SSH key: nobody could log in to the nodes",
+                "allow_no_keys = true",
+            ],
+        ),
+        (
+            "an NTP server with a space",
+            edit("dns = [\"10.77.0.1\"]", "dns = [\"10.77.0.1\"]\nntp = [\"ntp1.example.com iburst\", \"10.77.0.2\"]"),
+            vec![
+                ":11:8: error: invalid NTP server `ntp1.example.com iburst`",
+                "write a host name such as ntp.example.com or an IP address",
+            ],
+        ),
+        (
+            "a mirror with a space",
+            edit("[network]", "[debian]\nmirror = \"http://deb.debian.org/debian main\"\n\n[network]"),
+            vec![":8:10: error: mirror `http://deb.debian.org/debian main` has a space or a control character"],
+        ),
+        (
+            "a mirror with credentials",
+            edit("[network]", "[debian]\nmirror = \"https://user:pw@mirror.example/debian\"\n\n[network]"),
+            vec!["carries credentials, which would be written into every image"],
+        ),
+        (
+            "a mirror that is no URL",
+            edit("[network]", "[debian]\nmirror = \"deb.debian.org/debian\"\n\n[network]"),
+            vec!["error: mirror `deb.debian.org/debian` is not a URL"],
+        ),
+        (
+            "a component with a space",
+            edit("[network]", "[debian]\ncomponents = [\"main contrib\"]\n\n[network]"),
+            vec![
+                ":8:15: error: invalid component `main contrib`",
+                "write one word of letters, digits and . _ + ~ / -",
+            ],
+        ),
+        (
+            "a vendor repository with a bad URL, suite and component",
+            edit("vendor = \"skip\"\n", "").replacen(
+                "\n[[nodes]]\nname = \"db1\"",
+                "\n[[vendor.apt]]\nname = \"v\"\nuri = \"https://repo.example/deb?token=x\"\nsuite = \"trixie main\"\ncomponents = [\"ma\\nin\"]\nsigning_key = \"k.gpg\"\n\n[[nodes]]\nname = \"db1\"",
+                1,
+            ),
+            vec![
+                "error: repository `https://repo.example/deb?token=x` has a query or fragment",
+                "error: invalid suite `trixie main`",
+                "error: invalid component `ma\\nin`",
+            ],
         ),
         (
             "data disk not a device",
@@ -414,6 +486,14 @@ fn a_range_stands_for_its_nodes_in_order_with_counted_addresses() {
             ("tel-101", "10.77.0.54".to_string(), eight_gib),
         ]
     );
+}
+
+#[test]
+fn no_ssh_key_is_accepted_when_the_manifest_says_so() {
+    let text = VALID.replacen("authorized_keys = [", "allow_no_keys = true\nunused = [", 1);
+    let text = text.replacen("unused = ", "authorized_keys = []\n# ", 1);
+    let cluster = load(&text).unwrap();
+    assert!(cluster.ssh_authorized_keys.is_empty());
 }
 
 #[test]

@@ -3,6 +3,7 @@
 //! `Cluster::load` reads a manifest file, checks it against the role definitions and
 //! returns either a `Cluster` or every problem found, each with file, line and a hint.
 
+mod fields;
 mod nodes;
 mod ranges;
 mod raw;

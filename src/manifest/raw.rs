@@ -21,7 +21,7 @@ pub struct DebianSection {
     pub suite: Option<Spanned<String>>,
     pub mirror: Option<Spanned<String>>,
     pub architecture: Option<Spanned<String>>,
-    pub components: Option<Vec<String>>,
+    pub components: Option<Vec<Spanned<String>>>,
     pub security_mirror: Option<Spanned<String>>,
     pub security: Option<bool>,
     pub updates: Option<bool>,
@@ -36,7 +36,7 @@ pub struct NetworkSection {
     #[serde(default)]
     pub dns: Vec<Spanned<String>>,
     #[serde(default)]
-    pub ntp: Vec<String>,
+    pub ntp: Vec<Spanned<String>>,
 }
 
 /// `[ssh]`
@@ -45,6 +45,8 @@ pub struct NetworkSection {
 pub struct SshSection {
     #[serde(default)]
     pub authorized_keys: Vec<Spanned<String>>,
+    /// Says that no key is on purpose: nobody logs in over SSH.
+    pub allow_no_keys: Option<bool>,
 }
 
 /// `[build]`
@@ -94,16 +96,11 @@ pub struct VendorSection {
 pub struct AptSource {
     pub name: Spanned<String>,
     pub uri: Spanned<String>,
-    pub suite: String,
-    #[serde(default = "main_component")]
-    pub components: Vec<String>,
+    pub suite: Spanned<String>,
+    pub components: Option<Vec<Spanned<String>>>,
     pub signing_key: Spanned<String>,
     pub username_env: Option<Spanned<String>>,
     pub password_env: Option<Spanned<String>>,
-}
-
-fn main_component() -> Vec<String> {
-    vec!["main".to_string()]
 }
 
 /// One `[[vendor.local]]` folder of `.deb` files.

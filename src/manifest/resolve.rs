@@ -51,7 +51,7 @@ pub fn resolve(source: &Source, bytes: &[u8], roles: &RoleSet) -> Result<Cluster
     let debian = check.debian(debian);
     let network = network.and_then(|n| check.network(n));
     let (nodes, declared) = check.resolve_nodes(&raw_nodes, network.as_ref(), roles);
-    let ssh_authorized_keys = ssh.map(|s| check.ssh_keys(s)).unwrap_or_default();
+    let ssh_authorized_keys = check.ssh_keys(ssh);
     let build = check.build(build);
     let vendor = check.vendor();
     // Counting nodes when some failed to decode or resolve would only add noise.
@@ -178,7 +178,13 @@ impl Checker<'_, '_> {
         }
         let mirror = self.mirror(raw.mirror.as_ref(), DEFAULT_MIRROR);
         let security_mirror = self.mirror(raw.security_mirror.as_ref(), DEFAULT_SECURITY_MIRROR);
-        let components = raw.components.unwrap_or_else(|| vec!["main".to_string()]);
+        let components = match &raw.components {
+            Some(given) => given
+                .iter()
+                .map(|c| self.apt_word(c, "component"))
+                .collect(),
+            None => vec!["main".to_string()],
+        };
         let line = |uri: &str, suite: &str| format!("deb {uri} {suite} {}", components.join(" "));
         let mut sources = vec![line(&mirror, SUITE)];
         if raw.updates.unwrap_or(true) {
@@ -197,17 +203,10 @@ impl Checker<'_, '_> {
     }
 
     fn mirror(&mut self, given: Option<&Spanned<String>>, default: &str) -> String {
-        let Some(mirror) = given else {
-            return default.to_string();
-        };
-        if !(mirror.get_ref().starts_with("http://") || mirror.get_ref().starts_with("https://")) {
-            self.error(
-                Some(mirror.span()),
-                format!("mirror `{}` is not an http(s) URL", mirror.get_ref()),
-                "write a URL such as http://deb.debian.org/debian",
-            );
+        match given {
+            Some(mirror) => self.archive_url(mirror, "mirror"),
+            None => default.to_string(),
         }
-        mirror.get_ref().trim_end_matches('/').to_string()
     }
 
     pub(super) fn network(&mut self, raw: raw::NetworkSection) -> Option<Network> {
@@ -261,7 +260,11 @@ impl Checker<'_, '_> {
             prefix_len: cidr?.prefix_len(),
             gateway: gateway?,
             dns,
-            ntp: raw.ntp,
+            ntp: raw
+                .ntp
+                .iter()
+                .map(|server| self.time_server(server))
+                .collect(),
         })
     }
 
@@ -275,31 +278,6 @@ impl Checker<'_, '_> {
             );
         }
         parsed
-    }
-
-    pub(super) fn ssh_keys(&mut self, raw: raw::SshSection) -> Vec<String> {
-        const KINDS: &[&str] = &[
-            "ssh-ed25519",
-            "ssh-rsa",
-            "ecdsa-sha2-",
-            "sk-ssh-ed25519@",
-            "sk-ecdsa-sha2-",
-        ];
-        for key in &raw.authorized_keys {
-            let kind = key.get_ref().split_whitespace().next().unwrap_or("");
-            let has_body = key.get_ref().split_whitespace().nth(1).is_some();
-            if !KINDS.iter().any(|k| kind.starts_with(k)) || !has_body {
-                self.error(
-                    Some(key.span()),
-                    "not an OpenSSH public key",
-                    "paste one line of a .pub file, e.g. `ssh-ed25519 AAAA... you@host`",
-                );
-            }
-        }
-        raw.authorized_keys
-            .into_iter()
-            .map(Spanned::into_inner)
-            .collect()
     }
 
     pub(super) fn build(&mut self, raw: Option<raw::BuildSection>) -> BuildSettings {

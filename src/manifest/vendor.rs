@@ -51,20 +51,17 @@ impl Checker<'_, '_> {
                     self.error(Some(env.span()), format!("`{}` is not an environment variable name", env.get_ref()), "name the variable that holds the credential, e.g. VENDOR_TOKEN; never the credential itself");
                 }
             }
-            if !repo.uri.get_ref().starts_with("http://")
-                && !repo.uri.get_ref().starts_with("https://")
-            {
-                self.error(
-                    Some(repo.uri.span()),
-                    format!("repository `{}` is not an http(s) URL", repo.uri.get_ref()),
-                    "write the repository's URL",
-                );
-            }
             apt.push(AptRepository {
                 name: self.label(&repo.name, "repository name"),
-                uri: repo.uri.into_inner(),
-                suite: repo.suite,
-                components: repo.components,
+                uri: self.archive_url(&repo.uri, "repository"),
+                suite: self.apt_word(&repo.suite, "suite"),
+                components: match &repo.components {
+                    Some(given) => given
+                        .iter()
+                        .map(|c| self.apt_word(c, "component"))
+                        .collect(),
+                    None => vec!["main".to_string()],
+                },
                 signing_key,
                 username_env: repo.username_env.map(Spanned::into_inner),
                 password_env: repo.password_env.map(Spanned::into_inner),
