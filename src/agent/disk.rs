@@ -12,8 +12,8 @@ use anyhow::{Context as _, bail};
 
 use super::config::config_error;
 use super::host::{BLKID_NOTHING_FOUND, FINDMNT_NOTHING_FOUND, Invocation, LONG_COMMAND_SECONDS};
-use super::root::{read_optional, write_atomic};
 use super::steps::{Context, Outcome};
+use crate::fsutil::{read_optional, write_atomic};
 
 /// The label of every data filesystem the agent makes.
 pub const DATA_LABEL: &str = "r2a-data";

@@ -13,8 +13,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context as _, bail};
 
 use super::config::NODE_TREES_DIR;
-use super::root::{Owner, symlink_atomic, write_atomic_owned};
 use super::steps::{Context, Outcome};
+use crate::fsutil::{Owner, symlink_atomic, write_atomic_owned};
 
 /// Installs the node's tree; files already identical (content, mode, owner) are left
 /// alone.

@@ -17,8 +17,9 @@ use serde::{Deserialize, Serialize};
 use super::config::{Config, config_error};
 use super::host::Host;
 use super::markers::now_utc;
-use super::root::{Root, read_optional, write_atomic};
+use super::root::Root;
 use super::sources::{Claim, Source, gather_claims};
+use crate::fsutil::{read_optional, write_atomic};
 
 /// Where the identity is recorded on the first run.
 pub const IDENTITY_FILE: &str = "/var/lib/r2a/identity.json";

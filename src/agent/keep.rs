@@ -21,7 +21,8 @@ use super::identity;
 use super::join::gluster_requests::answer_requests;
 use super::markers::read_marker;
 use super::pool::{self, HEARTBEAT_SECONDS};
-use super::root::{Root, read_optional, write_atomic};
+use super::root::Root;
+use crate::fsutil::{read_optional, write_atomic};
 
 /// The join step whose marker says this node is registered in the pool.
 const POOL_STEP: &str = "telephony-pool";

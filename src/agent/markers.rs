@@ -9,7 +9,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
-use super::root::{Root, read_optional, write_atomic};
+use super::root::Root;
+use crate::fsutil::{read_optional, write_atomic};
 
 /// The folder of the markers.
 pub const MARKER_DIR: &str = "/var/lib/r2a/done";

@@ -11,9 +11,9 @@ use std::net::IpAddr;
 use anyhow::bail;
 
 use super::config::ClusterView;
-use super::root::{read_optional, write_atomic};
 use super::sources::HOSTNAME_FILE;
 use super::steps::{Context, Outcome};
+use crate::fsutil::{read_optional, write_atomic};
 
 /// The cluster's name table.
 pub const HOSTS_FILE: &str = "/etc/hosts";

@@ -14,9 +14,10 @@ use anyhow::{Context as _, bail};
 use super::config::{ClusterView, NodeView};
 use super::host::Invocation;
 use super::links::{self, CloudInitFile, Link, MatchSection, OwnMatch, Plan, WIRED_PATTERNS};
-use super::root::{Root, read_optional, write_atomic};
+use super::root::Root;
 use super::sources::interface_macs;
 use super::steps::{Context, Outcome};
+use crate::fsutil::{read_optional, write_atomic};
 
 /// The file the agent writes. networkd applies the first file (in name order) that matches
 /// a link, so it must sort before cloud-init's files, `10-cloud-init-<id>.network`.

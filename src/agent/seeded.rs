@@ -10,7 +10,8 @@ use anyhow::Context as _;
 
 use super::config::{CLUSTER_FILE, config_error};
 use super::host::{Host, Invocation};
-use super::root::{Owner, Root, write_atomic_owned};
+use super::root::Root;
+use crate::fsutil::{Owner, write_atomic_owned};
 use crate::payload::{self, FILE_NAME};
 use crate::userdb::UserDb;
 

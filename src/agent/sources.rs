@@ -9,7 +9,8 @@ use serde::{Deserialize, Serialize};
 
 use super::config::ClusterView;
 use super::host::Host;
-use super::root::{Root, read_optional};
+use super::root::Root;
+use crate::fsutil::read_optional;
 
 /// The kernel command line.
 pub const CMDLINE_FILE: &str = "/proc/cmdline";

@@ -14,8 +14,9 @@ use super::config::RoleView;
 use super::identity::{Identity, read_recorded};
 use super::join::{JoinState, JoinStatus};
 use super::markers::read_marker;
-use super::root::{Root, read_optional, write_atomic};
+use super::root::Root;
 use super::steps::step_names;
+use crate::fsutil::{read_optional, write_atomic};
 
 /// The report of the last run.
 pub const STATUS_FILE: &str = "/run/r2a/status.json";

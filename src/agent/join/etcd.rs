@@ -20,8 +20,9 @@ use serde::Deserialize;
 
 use super::Progress;
 use crate::agent::host::{Host, Invocation};
-use crate::agent::root::{Root, write_atomic};
+use crate::agent::root::Root;
 use crate::agent::steps::Context;
+use crate::fsutil::write_atomic;
 
 /// etcd's data dir (Debian's `ETCD_DATA_DIR`).
 pub const DATA_DIR: &str = "/var/lib/etcd/default";

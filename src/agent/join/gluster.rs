@@ -25,8 +25,8 @@ use anyhow::Context as _;
 use super::Progress;
 use super::gluster_cli::{gluster, parse_pool, volume_info};
 use super::gluster_requests::JoinRequest;
-use crate::agent::root::write_atomic;
 use crate::agent::steps::Context;
+use crate::fsutil::write_atomic;
 
 /// With this file present, glusterd and Gluster clients speak TLS on the management
 /// port, with `/etc/ssl/glusterfs.{pem,key,ca}` (the node's certificate, key and the

@@ -14,7 +14,8 @@ use anyhow::Context as _;
 
 use super::gluster_cli::{gluster, parse_pool};
 use crate::agent::host::{Host, Invocation};
-use crate::agent::root::{Root, write_atomic};
+use crate::agent::root::Root;
+use crate::fsutil::write_atomic;
 
 /// Where requests are, relative to the volume's root (and to each brick).
 pub const REQUESTS_DIR: &str = ".r2a/join";

@@ -5,7 +5,8 @@
 use anyhow::Context as _;
 use serde::{Deserialize, Serialize};
 
-use crate::agent::root::{Root, read_optional, write_atomic};
+use crate::agent::root::Root;
+use crate::fsutil::{read_optional, write_atomic};
 
 /// The join steps' status of the running boot.
 pub const JOIN_STATUS_FILE: &str = "/run/r2a/join.json";
