@@ -1,5 +1,6 @@
-//! A carrier's fleet: 3 db, 6 fs, 4 application and 1,000 telephony nodes on a /16. Written
-//! with one node range and written node by node, the manifest gives the same `check`,
+//! A carrier's fleet (`examples/fleet.toml`): 3 db, 6 fs, 4 application and 1,000
+//! telephony nodes on a /16. Written with one node range and written node by node, the
+//! manifest gives the same `check`,
 //! `plan --json`, rendered files and seeds; a role image keeps one copy of what its nodes
 //! share and each node's own small files only. (Times and memory: `make bench`.)
 
@@ -12,62 +13,33 @@ use r2a::project::{Project, SecretsMode};
 use support::run_image_tool;
 
 const TELEPHONY: u32 = 1000;
+/// The range entry of `examples/fleet.toml`.
+const RANGE_ENTRY: &str = "name = \"tele-node-[0001-1000]\"\nrole = \"telephony\"\naddress = \"10.77.1.0\"\nvcpus = 8\nmemory = \"16GiB\"\n";
 
-/// The fleet with its telephony nodes as `telephony` writes them.
-fn fleet(telephony: &str) -> String {
-    let mut text = String::from(
-        r#"vendor = "skip"
-
-[cluster]
-name = "fleet"
-domain = "fleet.example.com"
-
-[network]
-cidr = "10.77.0.0/16"
-gateway = "10.77.0.1"
-dns = ["10.77.0.1"]
-
-[ssh]
-authorized_keys = ["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJ8c0uD2Xb5wq4Yk0qY8pY3n1m4rZxP2w6b3l9s7u1aB ops@fleet"]
-"#,
+/// The fleet as the example writes it: its telephony nodes as one range.
+fn ranged() -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/fleet.toml");
+    let text = std::fs::read_to_string(path).unwrap();
+    assert!(
+        text.contains(RANGE_ENTRY),
+        "examples/fleet.toml has the range"
     );
-    let mut node = |name: &str, role: &str, address: &str| {
-        text.push_str(&format!(
-            "\n[[nodes]]\nname = \"{name}\"\nrole = \"{role}\"\naddress = \"{address}\"\nvcpus = 8\n"
-        ));
-    };
-    for i in 1..=3 {
-        node(&format!("db{i}"), "db", &format!("10.77.0.{}", 10 + i));
-    }
-    for i in 1..=6 {
-        node(&format!("fs{i}"), "fs", &format!("10.77.0.{}", 20 + i));
-    }
-    for (i, role) in ["admin", "portal", "switchboard", "api"].iter().enumerate() {
-        node(&format!("{role}1"), role, &format!("10.77.0.{}", 31 + i));
-    }
-    text.push_str(telephony);
     text
 }
 
-/// The telephony nodes one by one, from 10.77.1.0 up.
+/// The same fleet with the telephony nodes one by one, from 10.77.1.0 up.
 fn listed() -> String {
-    let nodes: String = (0..TELEPHONY)
+    let start = u32::from(std::net::Ipv4Addr::new(10, 77, 1, 0));
+    let nodes: Vec<String> = (0..TELEPHONY)
         .map(|i| {
-            let address = std::net::Ipv4Addr::from(u32::from(std::net::Ipv4Addr::new(10, 77, 1, 0)) + i);
-            format!(
-                "\n[[nodes]]\nname = \"tele-node-{:04}\"\nrole = \"telephony\"\naddress = \"{address}\"\nvcpus = 8\n",
-                i + 1
-            )
+            let address = std::net::Ipv4Addr::from(start + i);
+            let name = format!("tele-node-{:04}", i + 1);
+            RANGE_ENTRY
+                .replace("tele-node-[0001-1000]", &name)
+                .replace("10.77.1.0", &address.to_string())
         })
         .collect();
-    fleet(&nodes)
-}
-
-/// The telephony nodes as one range.
-fn ranged() -> String {
-    fleet(&format!(
-        "\n[[nodes]]\nname = \"tele-node-[0001-{TELEPHONY:04}]\"\nrole = \"telephony\"\naddress = \"10.77.1.0\"\nvcpus = 8\n"
-    ))
+    ranged().replace(RANGE_ENTRY, &nodes.join("\n[[nodes]]\n"))
 }
 
 fn image_tool(args: &[&str]) -> String {
