@@ -10,11 +10,14 @@ mod license;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
+use std::process::Command;
 
 use anyhow::Context;
 use serde_json::{Value, json};
 
 pub use license::{Declared, declared_license};
+
+use crate::exec::{CommandExt, Tool, require_tools};
 
 /// The SBOM's file name in a role's output folder.
 pub const FILE_NAME: &str = "sbom.spdx.json";
@@ -36,44 +39,58 @@ pub struct InstalledPackage {
     pub maintainer: String,
 }
 
-/// Every installed package of a tree, from `var/lib/dpkg/status`, in name order.
+/// The tool that reads a tree's package database.
+const DPKG_QUERY: Tool = Tool {
+    program: "dpkg-query",
+    package: "dpkg",
+    reason: "list the packages installed in an image tree",
+};
+
+/// The fields [`installed`] asks `dpkg-query` for, tab-separated, one package a line;
+/// `source:Package` and `source:Version` fall back to the package's own, as dpkg does.
+const QUERY_FORMAT: &str = "${db:Status-Status}\t${Package}\t${Version}\t${Architecture}\t${source:Package}\t${source:Version}\t${Maintainer}\n";
+
+/// Every installed package of a tree, as dpkg itself reads its database
+/// (`dpkg-query --admindir <tree>/var/lib/dpkg`), in name order.
 pub fn installed(root: &Path) -> anyhow::Result<Vec<InstalledPackage>> {
-    let path = root.join("var/lib/dpkg/status");
-    let text =
-        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-    let mut packages: Vec<InstalledPackage> = text
-        .split("\n\n")
-        .filter_map(|stanza| {
-            let field = |name: &str| {
-                stanza.lines().find_map(|line| {
-                    line.strip_prefix(name)
-                        .and_then(|rest| rest.strip_prefix(':'))
-                        .map(str::trim)
-                })
-            };
-            if !field("Status")?.ends_with(" installed") {
-                return None;
-            }
-            let name = field("Package")?.to_string();
-            let version = field("Version")?.to_string();
-            // `Source: glibc` or `Source: gcc-14 (14.2.0-19)`.
-            let (source, source_version) = match field("Source") {
-                Some(source) => match source.split_once(' ') {
-                    Some((name, version)) => (
-                        name.to_string(),
-                        version.trim_matches(['(', ')', ' ']).to_string(),
-                    ),
-                    None => (source.to_string(), version.clone()),
-                },
-                None => (name.clone(), version.clone()),
-            };
-            Some(InstalledPackage {
-                architecture: field("Architecture").unwrap_or("all").to_string(),
-                maintainer: field("Maintainer").unwrap_or_default().to_string(),
+    require_tools(&[DPKG_QUERY])?;
+    let admin = root.join("var/lib/dpkg");
+    anyhow::ensure!(
+        admin.join("status").is_file(),
+        "{} holds no dpkg database",
+        root.display()
+    );
+    let listing = Command::new(DPKG_QUERY.program)
+        .arg("--admindir")
+        .arg(&admin)
+        .args(["--show", "--showformat", QUERY_FORMAT])
+        .env("LC_ALL", "C.UTF-8")
+        .output_text()
+        .with_context(|| format!("listing the packages of {}", root.display()))?;
+    let mut packages: Vec<InstalledPackage> = listing
+        .lines()
+        .filter_map(|line| {
+            // The maintainer comes last: a tab in it stays in it.
+            let fields: Vec<&str> = line.splitn(7, '\t').collect();
+            let [
+                status,
                 name,
                 version,
+                architecture,
                 source,
                 source_version,
+                maintainer,
+            ] = fields[..]
+            else {
+                return None;
+            };
+            (status == "installed").then(|| InstalledPackage {
+                name: name.to_string(),
+                version: version.to_string(),
+                architecture: architecture.to_string(),
+                source: source.to_string(),
+                source_version: source_version.to_string(),
+                maintainer: maintainer.to_string(),
             })
         })
         .collect();
