@@ -5,12 +5,12 @@
 //! secrets, [`crate::payload`]), and is then readable by root only.
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use anyhow::Context;
+use serde_json::json;
 
 use crate::exec::{CommandExt, Tool, require_tools};
 use crate::fsutil;
@@ -42,23 +42,40 @@ pub struct SeedFiles {
 
 /// The seed of one node. The instance-id stays the same across rebuilds, so cloud-init's
 /// once-per-instance steps run once per node, not once per image.
+///
+/// The files are YAML written as JSON: cloud-init reads them with a YAML 1.1 parser, for
+/// which a bare `no`, `on` or an all-digit MAC (`52:54:00:12:34:56`, a base-60 number)
+/// is no string; JSON quotes every string, and every YAML parser reads it alike.
 pub fn seed_files(cluster: &Cluster, node: &Node) -> SeedFiles {
-    let meta_data = format!(
-        "instance-id: r2a-{cluster}-{node}\nlocal-hostname: {node}\nr2a-node: {node}\n",
-        cluster = cluster.name,
-        node = node.name
-    );
-    let user_data = format!(
-        "#cloud-config\n# Seed of {node} in cluster {cluster}, written by r2a-image. The image configures\n# the rest; r2a-node reads the node's name from meta-data.\nhostname: {node}\nfqdn: {node}.{domain}\nmanage_etc_hosts: false\nssh_pwauth: false\ndisable_root: false\n",
-        node = node.name,
-        cluster = cluster.name,
-        domain = cluster.domain
-    );
+    let meta_data = json!({
+        "instance-id": format!("r2a-{}-{}", cluster.name, node.name),
+        "local-hostname": node.name,
+        "r2a-node": node.name,
+    });
+    let user_data = json!({
+        "hostname": node.name,
+        "fqdn": format!("{}.{}", node.name, cluster.domain),
+        "manage_etc_hosts": false,
+        "ssh_pwauth": false,
+        "disable_root": false,
+    });
     SeedFiles {
-        meta_data,
-        user_data,
-        network_config: network_config(cluster, node),
+        meta_data: yaml_text(&meta_data),
+        user_data: format!(
+            "#cloud-config\n# Seed of {node} in cluster {cluster}, written by r2a-image. The image configures\n# the rest; r2a-node reads the node's name from meta-data.\n{}",
+            yaml_text(&user_data),
+            node = node.name,
+            cluster = cluster.name,
+        ),
+        network_config: yaml_text(&network_config(cluster, node)),
     }
+}
+
+/// A document as YAML that any YAML parser reads the same: indented JSON.
+fn yaml_text(document: &serde_json::Value) -> String {
+    let mut text = serde_json::to_string_pretty(document).expect("JSON values serialize");
+    text.push('\n');
+    text
 }
 
 /// The ethernet id of a node without a MAC. cloud-init's networkd renderer writes
@@ -68,41 +85,26 @@ pub fn seed_files(cluster: &Cluster, node: &Node) -> SeedFiles {
 /// out (`r2a-node status` says which link got the address, and why).
 pub const UNMATCHED_ETHERNET_ID: &str = "e*";
 
-fn network_config(cluster: &Cluster, node: &Node) -> String {
+/// A network-config (version 2) giving the node its static address.
+fn network_config(cluster: &Cluster, node: &Node) -> serde_json::Value {
     let network = &cluster.network;
-    let mut text = String::from("network:\n  version: 2\n  ethernets:\n");
-    match &node.mac {
-        Some(mac) => {
-            let _ = writeln!(
-                text,
-                "    cluster:\n      match:\n        macaddress: \"{mac}\""
-            );
-        }
-        None => {
-            let _ = writeln!(
-                text,
-                "    \"{UNMATCHED_ETHERNET_ID}\":\n      match:\n        name: \"{UNMATCHED_ETHERNET_ID}\""
-            );
-        }
-    }
-    let _ = writeln!(
-        text,
-        "      addresses: [\"{}/{}\"]",
-        node.address, network.prefix_len
-    );
-    let _ = writeln!(
-        text,
-        "      routes:\n        - to: 0.0.0.0/0\n          via: {}",
-        network.gateway
-    );
-    let dns: Vec<String> = network.dns.iter().map(|ip| format!("\"{ip}\"")).collect();
-    let _ = writeln!(
-        text,
-        "      nameservers:\n        addresses: [{}]\n        search: [\"{}\"]",
-        dns.join(", "),
-        cluster.domain
-    );
-    text
+    let (id, matching) = match &node.mac {
+        Some(mac) => ("cluster", json!({ "macaddress": mac })),
+        None => (
+            UNMATCHED_ETHERNET_ID,
+            json!({ "name": UNMATCHED_ETHERNET_ID }),
+        ),
+    };
+    let ethernet = json!({
+        "match": matching,
+        "addresses": [format!("{}/{}", node.address, network.prefix_len)],
+        "routes": [{ "to": "0.0.0.0/0", "via": network.gateway.to_string() }],
+        "nameservers": {
+            "addresses": network.dns.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            "search": [cluster.domain],
+        },
+    });
+    json!({ "network": { "version": 2, "ethernets": { id: ethernet } } })
 }
 
 /// How many seeds are packed at once. xorriso spends most of a seed's time asleep (its
@@ -272,25 +274,33 @@ mod tests {
         .unwrap()
     }
 
+    /// A seed file as cloud-init reads it: YAML.
+    fn read(text: &str) -> serde_yaml_ng::Value {
+        serde_yaml_ng::from_str(text).unwrap()
+    }
+
     #[test]
     fn a_seed_names_the_node_and_carries_its_static_address() {
         let project = reference();
         let node = project.cluster.node("pg-node-02").unwrap();
         let files = seed_files(&project.cluster, node);
-        assert_eq!(
-            files.meta_data,
-            "instance-id: r2a-ring2all-pg-node-02\nlocal-hostname: pg-node-02\nr2a-node: pg-node-02\n"
-        );
+        let meta = read(&files.meta_data);
+        assert_eq!(meta["instance-id"], "r2a-ring2all-pg-node-02");
+        assert_eq!(meta["local-hostname"], "pg-node-02");
+        assert_eq!(meta["r2a-node"], "pg-node-02");
         assert!(files.user_data.starts_with("#cloud-config\n"));
-        assert!(
-            files
-                .user_data
-                .contains("fqdn: pg-node-02.pbx.example.com\n")
-        );
-        assert_eq!(
-            files.network_config,
-            "network:\n  version: 2\n  ethernets:\n    \"e*\":\n      match:\n        name: \"e*\"\n      addresses: [\"192.168.10.32/24\"]\n      routes:\n        - to: 0.0.0.0/0\n          via: 192.168.10.1\n      nameservers:\n        addresses: [\"192.168.10.1\"]\n        search: [\"pbx.example.com\"]\n"
-        );
+        let user = read(&files.user_data);
+        assert_eq!(user["fqdn"], "pg-node-02.pbx.example.com");
+        assert_eq!(user["ssh_pwauth"], false);
+        let network = read(&files.network_config);
+        let ethernet = &network["network"]["ethernets"]["e*"];
+        assert_eq!(network["network"]["version"], 2);
+        assert_eq!(ethernet["match"]["name"], "e*");
+        assert_eq!(ethernet["addresses"][0], "192.168.10.32/24");
+        assert_eq!(ethernet["routes"][0]["to"], "0.0.0.0/0");
+        assert_eq!(ethernet["routes"][0]["via"], "192.168.10.1");
+        assert_eq!(ethernet["nameservers"]["addresses"][0], "192.168.10.1");
+        assert_eq!(ethernet["nameservers"]["search"][0], "pbx.example.com");
     }
 
     #[test]
@@ -299,14 +309,32 @@ mod tests {
         project.cluster.nodes[0].mac = Some("52:54:00:aa:bb:cc".to_string());
         let node = project.cluster.nodes[0].clone();
         let files = seed_files(&project.cluster, &node);
-        assert!(
-            files
-                .network_config
-                .contains("macaddress: \"52:54:00:aa:bb:cc\""),
-            "{}",
-            files.network_config
+        let network = read(&files.network_config);
+        let ethernets = &network["network"]["ethernets"];
+        assert_eq!(
+            ethernets["cluster"]["match"]["macaddress"],
+            "52:54:00:aa:bb:cc"
         );
-        assert!(!files.network_config.contains("name:"));
-        assert!(files.network_config.contains("\n    cluster:\n"));
+        assert!(ethernets["cluster"]["match"].get("name").is_none());
+        assert!(ethernets.get("e*").is_none());
+    }
+
+    #[test]
+    fn every_string_is_quoted_for_yaml_1_1_readers() {
+        // A YAML 1.1 reader (cloud-init's) takes a bare `no` for false and an all-digit
+        // MAC for a base-60 number: every string a seed holds must be quoted.
+        let mut project = reference();
+        project.cluster.nodes[0].name = "no".to_string();
+        project.cluster.nodes[0].mac = Some("52:54:00:12:34:56".to_string());
+        let node = project.cluster.nodes[0].clone();
+        let files = seed_files(&project.cluster, &node);
+        for text in [&files.meta_data, &files.network_config] {
+            assert!(text.contains("\"no\"") || text.contains("\"52:54:00:12:34:56\""));
+            let as_json: serde_json::Value = serde_json::from_str(text).unwrap();
+            assert_eq!(serde_json::to_value(read(text)).unwrap(), as_json);
+        }
+        let body = files.user_data.split_once("\n{").unwrap().1;
+        let user: serde_json::Value = serde_json::from_str(&format!("{{{body}")).unwrap();
+        assert_eq!(user["hostname"], "no");
     }
 }

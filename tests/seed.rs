@@ -55,11 +55,9 @@ fn seed_writes_a_cidata_image_per_node_and_records_it() {
         .unwrap();
     assert!(status.success());
     let meta = std::fs::read_to_string(extracted.join("meta-data")).unwrap();
-    assert!(
-        meta.contains("instance-id: r2a-ring2all-pg-node-02\n")
-            && meta.contains("r2a-node: pg-node-02\n"),
-        "{meta}"
-    );
+    let meta: serde_yaml_ng::Value = serde_yaml_ng::from_str(&meta).unwrap();
+    assert_eq!(meta["instance-id"], "r2a-ring2all-pg-node-02");
+    assert_eq!(meta["r2a-node"], "pg-node-02");
     assert!(
         std::fs::read_to_string(extracted.join("network-config"))
             .unwrap()

@@ -163,30 +163,19 @@ fn from_nocloud(root: &Root) -> anyhow::Result<Option<Claim>> {
     Ok(None)
 }
 
-/// The value of a top-level `key: value` line of NoCloud meta-data (YAML, but the seeds
-/// hold only flat string keys, so a line reader is enough).
+/// The value of a top-level key of NoCloud meta-data, read as YAML (the seeds write it
+/// as JSON, which is YAML too); `None` for a missing key, text that is no YAML mapping, or
+/// a value that could be no node's name (empty, or with a line break or control
+/// character).
 pub fn meta_data_value(text: &str, key: &str) -> Option<String> {
-    text.lines()
-        .filter(|line| !line.starts_with([' ', '\t', '#']))
-        .filter_map(|line| line.split_once(':'))
-        .find(|(name, _)| name.trim() == key)
-        .map(|(_, value)| {
-            let value = value.trim();
-            let unquoted = value
-                .strip_prefix('"')
-                .and_then(|v| v.strip_suffix('"'))
-                .or_else(|| value.strip_prefix('\'').and_then(|v| v.strip_suffix('\'')));
-            match unquoted {
-                Some(inner) => inner.to_string(),
-                None => value
-                    .split(" #")
-                    .next()
-                    .unwrap_or_default()
-                    .trim()
-                    .to_string(),
-            }
-        })
-        .filter(|value| !value.is_empty())
+    let document: serde_yaml_ng::Mapping = serde_yaml_ng::from_str(text).ok()?;
+    let value = match document.get(key)? {
+        serde_yaml_ng::Value::String(text) => text.clone(),
+        serde_yaml_ng::Value::Number(number) => number.to_string(),
+        serde_yaml_ng::Value::Bool(flag) => flag.to_string(),
+        _ => return None,
+    };
+    (!value.is_empty() && !value.chars().any(char::is_control)).then_some(value)
 }
 
 fn from_macs(root: &Root, cluster: &ClusterView) -> anyhow::Result<Vec<Claim>> {
@@ -266,14 +255,29 @@ mod tests {
     use super::*;
 
     #[test]
-    fn meta_data_lines_are_read_like_flat_yaml() {
-        let text =
-            "instance-id: x\n  r2a-node: nested\nr2a-node: \"db1\"\nlocal-hostname: db2 # c\n";
-        assert_eq!(meta_data_value(text, "r2a-node").as_deref(), Some("db1"));
-        assert_eq!(
-            meta_data_value(text, "local-hostname").as_deref(),
-            Some("db2")
-        );
-        assert_eq!(meta_data_value(text, "missing"), None);
+    fn meta_data_is_read_as_yaml() {
+        // (meta-data, the value of r2a-node)
+        let table: [(&str, Option<&str>); 8] = [
+            (
+                "{\"instance-id\": \"x\", \"r2a-node\": \"db1\"}",
+                Some("db1"),
+            ),
+            ("instance-id: x\nr2a-node: db1 # a comment\n", Some("db1")),
+            ("r2a-node: 'db1'\n", Some("db1")),
+            // A node named like a YAML 1.1 boolean is still its name.
+            ("r2a-node: no\n", Some("no")),
+            ("instance-id: x\nnested:\n  r2a-node: db2\n", None),
+            ("r2a-node: \"a\\nb\"\n", None),
+            ("r2a-node: [db1]\n", None),
+            ("r2a-node: db1\n  broken: [\n", None),
+        ];
+        for (text, expected) in table {
+            assert_eq!(
+                meta_data_value(text, "r2a-node").as_deref(),
+                expected,
+                "{text}"
+            );
+        }
+        assert_eq!(meta_data_value("instance-id: x\n", "missing"), None);
     }
 }
