@@ -168,6 +168,43 @@ fn firstboot_on_a_tree_writes_files_but_runs_no_command() {
     assert!(table.contains("\ndata-disk   pending"), "{table}");
 }
 
+/// `firstboot --dry-run` says what the steps would change and leaves the tree as it was;
+/// on a tree it stops at the first step that would have to ask the machine (nft).
+#[test]
+fn a_dry_run_on_a_tree_says_what_it_would_do_and_writes_nothing() {
+    let image = Image::reference_db();
+    image.write("proc/cmdline", "r2a.node=pg-node-03\n");
+    image.write(
+        "usr/lib/r2a/nodes/pg-node-03/etc/default/etcd",
+        "ETCD_NAME=pg-node-03\n",
+    );
+    let listing = || -> Vec<String> {
+        walkdir::WalkDir::new(image.dir.path())
+            .into_iter()
+            .map(|entry| entry.unwrap().path().display().to_string())
+            .collect()
+    };
+    let before = listing();
+    let output = image.r2a_node(&["firstboot", "--dry-run"]);
+    let stdout = text(&output.stdout);
+    for line in [
+        "(dry run: nothing changes)",
+        "r2a-node: node-files: would install 2 of 3 entries",
+        "r2a-node: hostname: would write ",
+        "r2a-node: network: would write ",
+    ] {
+        assert!(stdout.contains(line), "{line}:\n{stdout}");
+    }
+    assert_eq!(output.status.code(), Some(1), "{stdout}");
+    assert!(
+        text(&output.stderr).contains("step firewall: not running `nft list table inet r2a`"),
+        "{}",
+        text(&output.stderr)
+    );
+    assert_eq!(listing(), before, "a dry run adds or removes nothing");
+    assert_eq!(image.read("etc/hostname"), "debian\n");
+}
+
 /// `--root` that names this system's own `/` another way (`<tmp>/..`, a link to `/`) is
 /// refused before anything is read or written: the agent would write into it as into an
 /// offline tree.

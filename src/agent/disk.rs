@@ -161,6 +161,9 @@ pub fn ensure_data_disk(context: &mut Context<'_>) -> anyhow::Result<Outcome> {
     let found = probe(context, &device)?;
     let set_up_before = context.previous_marker.is_some();
     let decided = plan(&device, found.as_ref(), filesystem, set_up_before)?;
+    if context.host.dry_run() {
+        return would_set_up(context, &device, &decided, &rule.mount, filesystem);
+    }
     let formatted = decided == Plan::Format;
     let uuid = match decided {
         Plan::Keep { uuid } => uuid,
@@ -195,6 +198,36 @@ pub fn ensure_data_disk(context: &mut Context<'_>) -> anyhow::Result<Outcome> {
         Outcome::unchanged(state)
     } else {
         Outcome::changed(format!("{state}: {}", done.join(", ")))
+    })
+}
+
+/// What a dry run says of the data disk: what setting it up would still take.
+fn would_set_up(
+    context: &mut Context<'_>,
+    device: &str,
+    decided: &Plan,
+    mount: &str,
+    filesystem: Filesystem,
+) -> anyhow::Result<Outcome> {
+    let mut would = Vec::new();
+    let fstab = read_optional(&context.root.path(FSTAB_FILE))?.unwrap_or_default();
+    match decided {
+        Plan::Format => {
+            would.push(format!("format {device} as {}", filesystem.name()));
+            would.push(format!("add its UUID to {FSTAB_FILE}"));
+        }
+        Plan::Keep { uuid } => {
+            if fstab_with_entry(&fstab, uuid, mount, filesystem)?.is_some() {
+                would.push(format!("add UUID={uuid} to {FSTAB_FILE}"));
+            }
+        }
+    }
+    if mounted(context, mount)?.is_none() {
+        would.push(format!("mount it at {mount}"));
+    }
+    Ok(match would.is_empty() {
+        true => Outcome::unchanged(format!("{device} ({}) on {mount}", filesystem.name())),
+        false => Outcome::changed(format!("would {}", would.join(", "))),
     })
 }
 

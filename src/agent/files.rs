@@ -27,6 +27,27 @@ pub fn ensure_node_files(context: &mut Context<'_>) -> anyhow::Result<Outcome> {
         )));
     }
     let entries = tree_entries(&tree)?;
+    if context.host.dry_run() {
+        let mut differing = Vec::new();
+        for relative in &entries {
+            let target = context.root.path("/").join(relative);
+            if !matches(&tree.join(relative), &target)? {
+                differing.push(format!("/{}", relative.display()));
+            }
+        }
+        return Ok(match differing.is_empty() {
+            true => Outcome::unchanged(format!(
+                "{} entries of {tree_image_path} already in place",
+                entries.len()
+            )),
+            false => Outcome::changed(format!(
+                "would install {} of {} entries from {tree_image_path}: {}",
+                differing.len(),
+                entries.len(),
+                differing.join(", ")
+            )),
+        });
+    }
     let mut installed = 0;
     for relative in &entries {
         let source = tree.join(relative);

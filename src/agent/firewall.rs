@@ -31,6 +31,11 @@ pub fn ensure_firewall(context: &mut Context<'_>) -> anyhow::Result<Outcome> {
     if table_loaded(context)? {
         return Ok(Outcome::unchanged(format!("table {table} is loaded")));
     }
+    if context.host.dry_run() {
+        return Ok(Outcome::changed(format!(
+            "would load {NFTABLES_FILE} (table {table})"
+        )));
+    }
     // Commands name image paths: they only ever run on the live system, where the
     // root is `/`.
     context

@@ -165,3 +165,63 @@ fn status_reads_back_what_firstboot_saved() {
     assert_eq!(current, saved_report(&fake));
     assert_eq!(current.steps[4].state, State::Failed);
 }
+
+#[test]
+fn a_dry_run_says_what_each_step_would_change_and_changes_nothing() {
+    let fake = db1();
+    let mut host = healthy_db1_host();
+    let before = fake.snapshot();
+    let outcomes = {
+        let mut observer = DryRunHost { inner: &mut host };
+        firstboot_dry_run(&fake.root, &mut observer).unwrap()
+    };
+    assert_eq!(fake.snapshot(), before, "a dry run writes nothing");
+    let changes: Vec<&String> = host
+        .log()
+        .iter()
+        .filter(|line| !is_observation(line))
+        .collect();
+    assert!(changes.is_empty(), "{changes:?}");
+    // (step, what it says it would do)
+    let table = [
+        (
+            "node-files",
+            "would install 2 of 3 entries from /usr/lib/r2a/nodes/db1: /etc/default, /etc/default/etcd",
+        ),
+        ("hostname", "would write "),
+        ("network", "would write "),
+        ("firewall", "would load /etc/nftables.conf"),
+        (
+            "data-disk",
+            "would format /dev/vdb as ext4, add its UUID to /etc/fstab, mount it at /var/lib/postgresql",
+        ),
+    ];
+    for (step, says) in table {
+        let (_, outcome) = outcomes.iter().find(|(name, _)| *name == step).unwrap();
+        assert!(outcome.changed, "{step}: {outcome:?}");
+        assert!(
+            outcome.detail.starts_with(says),
+            "{step}: {}",
+            outcome.detail
+        );
+    }
+    assert_eq!(
+        outcomes.iter().map(|(name, _)| *name).collect::<Vec<_>>(),
+        steps::step_names()
+    );
+
+    // After the real run, a dry run finds everything in place.
+    firstboot(&fake.root, &mut host).unwrap();
+    let mut observer = DryRunHost { inner: &mut host };
+    for (step, outcome) in firstboot_dry_run(&fake.root, &mut observer).unwrap() {
+        assert!(!outcome.changed, "{step}: {}", outcome.detail);
+    }
+}
+
+#[test]
+fn a_dry_run_needs_a_host_that_changes_nothing() {
+    let fake = db1();
+    let mut host = healthy_db1_host();
+    assert!(firstboot_dry_run(&fake.root, &mut host).is_err());
+    assert!(!fake.exists(STATUS_FILE));
+}

@@ -41,7 +41,7 @@ pub fn ensure_root_grown(context: &mut Context<'_>) -> anyhow::Result<Outcome> {
         )));
     }
     let source = source.to_string();
-    let parent = context.host.run(&Invocation::new(
+    let parent = context.host.query(&Invocation::new(
         "lsblk",
         [
             "--nodeps",
@@ -58,6 +58,18 @@ pub fn ensure_root_grown(context: &mut Context<'_>) -> anyhow::Result<Outcome> {
         )));
     };
     let disk = format!("/dev/{disk}");
+    if context.host.dry_run() {
+        let would = context.host.probe(
+            &Invocation::new("growpart", ["--dry-run", disk.as_str(), number]),
+            GROWPART_NOCHANGE,
+        )?;
+        return Ok(match would {
+            Some(_) => Outcome::changed(format!(
+                "would grow {source} (partition {number} of {disk}) and its ext4 to the end of the disk"
+            )),
+            None => Outcome::unchanged(format!("{source} already fills {disk}")),
+        });
+    }
     let grown = context.host.probe(
         &Invocation::new("growpart", [disk.as_str(), number]),
         GROWPART_NOCHANGE,

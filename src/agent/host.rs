@@ -105,6 +105,58 @@ pub trait Host {
     fn kernel_hostname(&mut self) -> anyhow::Result<String>;
     /// Sets the kernel's hostname.
     fn set_kernel_hostname(&mut self, name: &str) -> anyhow::Result<()>;
+    /// Runs a command that only reads (`lsblk`) and returns its stdout; a dry run runs
+    /// it too.
+    fn query(&mut self, invocation: &Invocation) -> anyhow::Result<String> {
+        self.run(invocation)
+    }
+    /// Whether this is `firstboot --dry-run`: steps then say what they would change and
+    /// change nothing.
+    fn dry_run(&self) -> bool {
+        false
+    }
+}
+
+/// `firstboot --dry-run`: sees the machine as `inner` does and changes nothing. Queries
+/// (probes, [`Host::query`]) reach the machine; a command that would change it is an
+/// error, since every step says what it would change before it gets that far.
+pub struct DryRunHost<'a> {
+    /// The host observed.
+    pub inner: &'a mut dyn Host,
+}
+
+impl Host for DryRunHost<'_> {
+    fn is_live(&self) -> bool {
+        self.inner.is_live()
+    }
+
+    fn run(&mut self, invocation: &Invocation) -> anyhow::Result<String> {
+        bail!("a dry run changes nothing, and `{invocation}` would")
+    }
+
+    fn probe(
+        &mut self,
+        invocation: &Invocation,
+        absent_code: i32,
+    ) -> anyhow::Result<Option<String>> {
+        self.inner.probe(invocation, absent_code)
+    }
+
+    fn query(&mut self, invocation: &Invocation) -> anyhow::Result<String> {
+        self.inner.query(invocation)
+    }
+
+    fn kernel_hostname(&mut self) -> anyhow::Result<String> {
+        self.inner.kernel_hostname()
+    }
+
+    fn set_kernel_hostname(&mut self, name: &str) -> anyhow::Result<()> {
+        bail!("a dry run changes nothing, and setting the kernel hostname to {name} would")
+    }
+
+    fn dry_run(&self) -> bool {
+        true
+    }
 }
 
 /// The machine the agent runs on, when `--root` is `/`.

@@ -47,7 +47,7 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 
 use config::{Config, is_config_error};
-use host::{Host, LiveHost, OfflineHost};
+use host::{DryRunHost, Host, LiveHost, OfflineHost};
 use markers::now_utc;
 use root::Root;
 use status::{Failure, Report};
@@ -80,6 +80,10 @@ pub enum Command {
         /// up to the network file, before systemd-networkd starts).
         #[arg(long, value_name = "STEP", value_parser = clap::builder::PossibleValuesParser::new(steps::step_names()))]
         until: Option<String>,
+        /// Say what each step would change, and change nothing: no file, no command
+        /// that alters the machine, no marker or status.
+        #[arg(long, conflicts_with = "until")]
+        dry_run: bool,
     },
     /// Run the role's join steps (etcd, Patroni, ...) until each is done (run by
     /// r2a-join.service once the network is online).
@@ -129,7 +133,13 @@ pub fn run(cli: &Cli) -> ExitCode {
         })
     };
     let result = match &cli.command {
-        Command::Firstboot { until } => {
+        Command::Firstboot { dry_run: true, .. } => {
+            let mut observer = DryRunHost {
+                inner: host.as_mut(),
+            };
+            firstboot_dry_run(&root, &mut observer).map(drop)
+        }
+        Command::Firstboot { until, .. } => {
             firstboot_until(&root, host.as_mut(), until.as_deref()).map(drop)
         }
         Command::Join { once } => run_joins(&root, host.as_mut(), *once),
@@ -227,6 +237,47 @@ fn apply_steps(
     }
     *failed_step = None;
     Ok(())
+}
+
+/// `firstboot --dry-run`: identifies the node and says, step by step, what each common
+/// step would change, judged against the machine as it is now; `host` must be a dry run.
+/// Nothing is written: no file, marker, status or recorded identity.
+pub fn firstboot_dry_run(
+    root: &Root,
+    host: &mut dyn Host,
+) -> anyhow::Result<Vec<(&'static str, steps::Outcome)>> {
+    anyhow::ensure!(
+        host.dry_run(),
+        "a dry run needs a host that changes nothing"
+    );
+    if !root.path(config::CLUSTER_FILE).exists() {
+        println!(
+            "r2a-node: node data: would unpack this node's files from its seed; the steps \
+             depend on them, so the dry run stops here"
+        );
+        return Ok(Vec::new());
+    }
+    let config = Config::load(root)?;
+    let identity = identity::resolve(root, host, &config)?;
+    println!(
+        "r2a-node: this is {} of cluster {} (role {}), found by {}: {} (dry run: nothing changes)",
+        identity.node, identity.cluster, identity.role, identity.source, identity.evidence
+    );
+    let node = config
+        .cluster
+        .node(&identity.node)
+        .context("the identified node is in cluster.json")?;
+    let mut context = Context::new(root, host, &config, node);
+    let mut outcomes = Vec::new();
+    for step in &COMMON_STEPS {
+        context.previous_marker = markers::read_marker(root, step.name)?;
+        let outcome = (step.ensure)(&mut context).with_context(|| format!("step {}", step.name))?;
+        // A changing outcome already says "would ...".
+        let state = if outcome.changed { "" } else { "in place: " };
+        println!("r2a-node: {}: {state}{}", step.name, outcome.detail);
+        outcomes.push((step.name, outcome));
+    }
+    Ok(outcomes)
 }
 
 fn run_joins(root: &Root, host: &mut dyn Host, once: bool) -> anyhow::Result<()> {

@@ -24,11 +24,26 @@ pub fn ensure_hostname(context: &mut Context<'_>) -> anyhow::Result<Outcome> {
     let path = context.root.path(HOSTNAME_FILE);
     let mut done = Vec::new();
     let current = read_optional(&path)?;
-    if current.as_deref().map(str::trim) != Some(name.as_str()) {
+    let file_differs = current.as_deref().map(str::trim) != Some(name.as_str());
+    let kernel_differs = context.host.is_live() && context.host.kernel_hostname()? != *name;
+    if context.host.dry_run() {
+        let would: Vec<String> = [
+            file_differs.then(|| format!("write {}", path.display())),
+            kernel_differs.then(|| "set the kernel hostname".to_string()),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        return Ok(match would.is_empty() {
+            true => Outcome::unchanged(format!("hostname is {name}")),
+            false => Outcome::changed(format!("would {} to {name}", would.join(" and "))),
+        });
+    }
+    if file_differs {
         write_atomic(&path, format!("{name}\n").as_bytes(), 0o644)?;
         done.push(format!("wrote {}", path.display()));
     }
-    if context.host.is_live() && context.host.kernel_hostname()? != *name {
+    if kernel_differs {
         context.host.set_kernel_hostname(name)?;
         done.push("set the kernel hostname".to_string());
     }
@@ -56,6 +71,13 @@ pub fn ensure_hosts(context: &mut Context<'_>) -> anyhow::Result<Outcome> {
             "{} lists all {} nodes",
             path.display(),
             context.cluster.nodes.len()
+        )));
+    }
+    if context.host.dry_run() {
+        return Ok(Outcome::changed(format!(
+            "would repair {}: {}",
+            path.display(),
+            problems.join("; ")
         )));
     }
     let repaired = repair_hosts(&current, context.cluster);

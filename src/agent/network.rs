@@ -73,6 +73,12 @@ pub fn ensure_network(context: &mut Context<'_>) -> anyhow::Result<Outcome> {
     if read_optional(&path)?.as_deref() == Some(wanted.as_str()) {
         return Ok(Outcome::unchanged(done));
     }
+    if context.host.dry_run() {
+        return Ok(Outcome::changed(format!(
+            "would write {} and reload networkd: {done}",
+            path.display()
+        )));
+    }
     write_atomic(&path, wanted.as_bytes(), 0o644)?;
     if read_optional(&path)?.as_deref() != Some(wanted.as_str()) {
         bail!(

@@ -65,11 +65,13 @@ proptest! {
     }
 
     /// Any NoCloud seed or instance data identifies a node or fails with an error; a seed
-    /// whose `r2a-node:` line stands among comments and indented lines names that node.
+    /// whose `r2a-node:` line stands among comments, blank lines and other keys names that
+    /// node. (An indented line after it would, in YAML, continue its value.)
     #[test]
     fn nocloud_data_never_panics_and_a_named_node_is_found(
         lines in prop::collection::vec(meta_data_line(), 0..10),
-        noise in prop::collection::vec("[ \\t#][^\\n]{0,20}", 0..6),
+        noise in prop::collection::vec("#[ -~¡-ÿ]{0,20}| {0,3}", 0..6),
+        keys in prop::collection::btree_map("[a-z_]{1,10}", "[a-zA-Z0-9 ._-]{0,12}", 0..4),
         instance_data in prop_oneof![any::<String>(), "\\{\"ds\": \\{\"meta_data\": \\{\"[a-z_-]{1,14}\": [^}]{0,12}\\}\\}\\}"],
     ) {
         let fake = FakeRoot::db();
@@ -79,7 +81,17 @@ proptest! {
         let _ = identify(&fake);
 
         let fake = FakeRoot::db();
-        let seed = format!("{}\nr2a-node: db3\n{}\n", noise.join("\n"), noise.join("\n"));
+        let keys: Vec<String> = keys
+            .iter()
+            .filter(|(key, _)| !["r2a", "r2a_node", "local_hostname"].contains(&key.as_str()))
+            .map(|(key, value)| format!("{key}: '{value}'"))
+            .collect();
+        let seed = format!(
+            "{}\n{}\nr2a-node: db3\n{}\n",
+            noise.join("\n"),
+            keys.join("\n"),
+            noise.join("\n")
+        );
         fake.write(NOCLOUD_SEED_FILES[0], &seed);
         let identity = identify(&fake);
         prop_assert!(identity.is_ok(), "{seed:?}: {identity:?}");
