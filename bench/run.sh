@@ -3,6 +3,8 @@
 # seed --all at 10 to 5,000 nodes); then benchmarks of `r2a-image build` on the reference
 # cluster (all seven roles):
 #   cold       empty cache: bootstrap, every role layer, every image
+#   floor      the union of every role's packages in one mmdebstrap run, beside the cold
+#              build's trees (base and role layers) as a ratio
 #   warm       nothing changed: every layer and image reused
 #   overlay    one overlay file of one role changed: that role's image rebuilt
 # and the peak memory (max RSS) of r2a-image itself during the cold build; then, for one
@@ -44,6 +46,23 @@ timed() { # name, then the command; prints seconds and max RSS (KiB)
 build=("$image" --data "$work" build "$manifest" --format tar --out "$work/out" --cache "$work/cache")
 
 timed cold "${build[@]}"
+# The floor: every role's Debian packages (and the base's) installed by one mmdebstrap run
+# into one tree, from the same mirror with nothing downloaded yet, as the cold build was.
+union=$("$image" --data "$work" plan --json "$manifest" | python3 -c '
+import json, sys
+plan = json.load(sys.stdin)
+packages = set(plan["base"]["packages"])
+for role in plan["roles"]:
+    packages.update(role["layer"]["packages"])
+print(",".join(sorted(packages)))')
+# The reference manifest's sources, as its build's apt sees them.
+sources=("deb http://deb.debian.org/debian trixie main"
+         "deb http://deb.debian.org/debian trixie-updates main"
+         "deb http://deb.debian.org/debian-security trixie-security main")
+timed floor unshare --mount --pid --fork --kill-child mmdebstrap --mode=root --variant=minbase \
+  --format=directory --aptopt='APT::Install-Recommends "false"' --include="$union" \
+  trixie "$work/floor" "${sources[@]}"
+rm -rf "$work/floor"
 timed warm "${build[@]}"
 mkdir -p "$work/overlays/portal/etc"
 date +%s%N >"$work/overlays/portal/etc/r2a-bench-stamp"
@@ -51,7 +70,16 @@ timed overlay "${build[@]}"
 
 cold=$(cat "$work/cold.seconds"); warm=$(cat "$work/warm.seconds"); overlay=$(cat "$work/overlay.seconds")
 printf '%-34s %10s\n' "benchmark" "result"
+floor=$(cat "$work/floor.seconds")
+# The trees of the cold build: its base layer and role package layers, built one after the
+# other, so their stage times add up to the time they took.
+trees=$(sed -n 's/.*\(base layer\|package layer\) [0-9a-f]* done in \([0-9.]*\)s.*/\2/p' "$work/cold.log" |
+  paste -sd+ | bc)
 printf '%-34s %9.1fs\n' "cold build, 7 roles" "$cold"
+printf '%-34s %9.1fs\n' "floor: the union, one mmdebstrap" "$floor"
+printf '%-34s %9.1fs  (%.2f x the floor; target <= 1.5; the whole build %.2f x)\n' \
+  "cold trees: base + 7 role layers" "$trees" "$(echo "$trees / $floor" | bc -l)" \
+  "$(echo "$cold / $floor" | bc -l)"
 printf '%-34s %9.1fs  (%.1f%% of cold; target < 5%%)\n' "warm rebuild, no change" "$warm" "$(echo "100 * $warm / $cold" | bc -l)"
 printf '%-34s %9.1fs  (target < 10 s)\n' "overlay change to one role" "$overlay"
 printf '%-34s %8d MB  (target < 200 MB)\n' "peak memory of r2a-image (cold)" "$(( $(cat "$work/cold.rss") / 1024 ))"

@@ -84,8 +84,13 @@ fn mmdebstrap(
         .arg(format!("--components={}", debian.components.join(",")))
         .arg(format!("--include={}", spec.packages.join(",")))
         .arg("--aptopt=APT::Install-Recommends \"false\"")
+        // No fsync per file: the layer is committed whole after the run, or not at all.
+        .arg("--dpkgopt=force-unsafe-io")
         // Keep the essential packages' .deb files: they were downloaded into the cache.
         .arg("--skip=essential/unlink")
+        // Keep the package indexes: each role layer's `apt-get update` then only asks
+        // whether they changed. Images leave them out (roles/base.toml `remove`).
+        .arg("--skip=cleanup/apt/lists")
         .arg(format!("--setup-hook={setup}"))
         .arg(format!("--setup-hook=sync-in '{prepared}' /"))
         .arg("--customize-hook=umount \"$1/var/cache/apt/archives\"")

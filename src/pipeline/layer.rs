@@ -312,6 +312,36 @@ impl LayerStore {
             .with_context(|| format!("stamping {}", stamp.display()))
     }
 
+    /// A whole cached layer with the same content key as `spec` under another name: two
+    /// roles that install the same packages (admin, api and telephony without vendor
+    /// packages) have one layer's worth of work between them.
+    pub fn twin(&self, spec: &LayerSpec) -> anyhow::Result<Option<LayerSpec>> {
+        let suffix = format!("-{}", &spec.key[..16]);
+        let own = folder_name(spec);
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return Ok(None);
+        };
+        for entry in entries {
+            let folder = entry?.file_name().to_string_lossy().into_owned();
+            if folder == own || folder.starts_with('.') || !folder.ends_with(&suffix) {
+                continue;
+            }
+            let record = self.dir.join(&folder).join("layer.json");
+            let Some(other) = std::fs::read(&record)
+                .ok()
+                .and_then(|bytes| serde_json::from_slice::<LayerSpec>(&bytes).ok())
+            else {
+                continue;
+            };
+            if other.key == spec.key && folder_name(&other) == folder {
+                if let Cached::Whole = self.check(&other)? {
+                    return Ok(Some(other));
+                }
+            }
+        }
+        Ok(None)
+    }
+
     /// Whether the layer is cached: its record exists and names the same key.
     pub fn contains(&self, spec: &LayerSpec) -> bool {
         let record = self.tree(spec).with_file_name("layer.json");
@@ -459,5 +489,29 @@ mod tests {
             store.check(&spec('a')).unwrap(),
             Cached::Damaged(_)
         ));
+    }
+
+    #[test]
+    fn a_whole_layer_of_another_name_and_the_same_key_is_a_twin() {
+        let (_cache, store) = store_with_layer();
+        let named = |name: &str, key: char| LayerSpec {
+            name: name.into(),
+            ..spec(key)
+        };
+        // (the layer asked for, the twin found)
+        let found = |asked: &LayerSpec| store.twin(asked).unwrap().map(|twin| twin.name);
+        assert_eq!(found(&named("api", 'a')), Some("db".to_string()));
+        assert_eq!(
+            found(&named("db", 'a')),
+            None,
+            "a layer is not its own twin"
+        );
+        assert_eq!(found(&named("api", 'b')), None, "another key");
+        std::fs::remove_file(store.tree(&spec('a')).join("etc/two")).unwrap();
+        assert_eq!(
+            found(&named("api", 'a')),
+            None,
+            "a damaged layer is no twin"
+        );
     }
 }

@@ -57,6 +57,18 @@ pub fn package_layer(
     }
     let work = WorkDir::new(&ctx.layers.dir, &format!(".{}-", spec.name))?;
     let root = work.path().join("rootfs");
+    if !ctx.options.refresh
+        && let Some(twin) = ctx.layers.twin(spec)?
+    {
+        // Cached trees are never written into, so hard links share them safely.
+        fsutil::link_tree(&ctx.layers.tree(&twin), &root)?;
+        commit_layer(ctx, work, spec)?;
+        stage.finish(&format!(
+            "the same packages as the {} layer, shared",
+            twin.name
+        ));
+        return Ok(());
+    }
     fsutil::copy_tree(&ctx.layers.tree(base), &root)?;
     for file in prepare {
         file.write_into(&root)?;
@@ -100,6 +112,9 @@ pub fn apt_install(
         "Dpkg::Options::=--force-confdef",
         "-o",
         "Dpkg::Options::=--force-confold",
+        // No fsync per file: a layer is committed whole after the install, or not at all.
+        "-o",
+        "Dpkg::Options::=--force-unsafe-io",
     ];
     argv.extend(packages.iter().map(String::as_str));
     // No `apt-get clean`: the archive is the shared cache, bind-mounted for the install.
