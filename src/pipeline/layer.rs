@@ -333,10 +333,11 @@ impl LayerStore {
             else {
                 continue;
             };
-            if other.key == spec.key && folder_name(&other) == folder {
-                if let Cached::Whole = self.check(&other)? {
-                    return Ok(Some(other));
-                }
+            if other.key == spec.key
+                && folder_name(&other) == folder
+                && let Cached::Whole = self.check(&other)?
+            {
+                return Ok(Some(other));
             }
         }
         Ok(None)
