@@ -102,7 +102,8 @@ pub fn apt_install(
     if packages.is_empty() {
         return Ok(());
     }
-    chroot.run(&["apt-get", "update"], on_line)?;
+    // The indexes only, as mmdebstrap fetched them for the base: no translations.
+    chroot.run(&["apt-get", "-o", "Acquire::Languages=none", "update"], on_line)?;
     let mut argv = vec![
         "apt-get",
         "install",
