@@ -103,7 +103,10 @@ pub fn apt_install(
         return Ok(());
     }
     // The indexes only, as mmdebstrap fetched them for the base: no translations.
-    chroot.run(&["apt-get", "-o", "Acquire::Languages=none", "update"], on_line)?;
+    chroot.run(
+        &["apt-get", "-o", "Acquire::Languages=none", "update"],
+        on_line,
+    )?;
     let mut argv = vec![
         "apt-get",
         "install",
