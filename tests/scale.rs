@@ -66,7 +66,8 @@ fn tree(root: &Path) -> BTreeMap<String, Vec<u8>> {
 
 #[test]
 fn a_range_gives_the_same_bytes_as_its_nodes_written_one_by_one() {
-    let dir = tempfile::tempdir().unwrap();
+    // Two thousand seeds: on the target's disk, not in a /tmp that may be memory.
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
     let ranged_dir = dir.path().join("ranged");
     let listed_dir = dir.path().join("listed");
     let mut manifests = Vec::new();
