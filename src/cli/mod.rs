@@ -277,6 +277,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             all,
             out,
         } => {
+            // Ctrl-C ends the packers and removes the staged seeds.
+            crate::interrupt::install()?;
             let project = Project::load_for_seeds(&data()?, &manifest)?;
             let cluster = &project.cluster;
             let chosen: Vec<&crate::manifest::Node> = if all {
