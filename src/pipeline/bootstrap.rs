@@ -84,13 +84,15 @@ fn mmdebstrap(
         .arg(format!("--components={}", debian.components.join(",")))
         .arg(format!("--include={}", spec.packages.join(",")))
         .arg("--aptopt=APT::Install-Recommends \"false\"")
+        // apt drops to `_apt` for downloads only where `_apt` can read the tree, which
+        // depends on the modes of the cache folder's parents (a umask of 077 makes them
+        // private), and the owner of the tree's `archives/partial` follows. Downloading as
+        // root always keeps the layer the same wherever it is built.
+        .arg("--aptopt=APT::Sandbox::User \"root\"")
         // No fsync per file: the layer is committed whole after the run, or not at all.
         .arg("--dpkgopt=force-unsafe-io")
         // Keep the essential packages' .deb files: they were downloaded into the cache.
         .arg("--skip=essential/unlink")
-        // Keep the package indexes: each role layer's `apt-get update` then only asks
-        // whether they changed. Images leave them out (roles/base.toml `remove`).
-        .arg("--skip=cleanup/apt/lists")
         .arg(format!("--setup-hook={setup}"))
         .arg(format!("--setup-hook=sync-in '{prepared}' /"))
         .arg("--customize-hook=umount \"$1/var/cache/apt/archives\"")

@@ -13,7 +13,7 @@ use crate::manifest::{Bootstrap, Cluster, Vendor};
 use crate::role::{Role, RoleSet};
 
 /// Bumped whenever the way a layer is made changes, so old cache entries stop matching.
-const RECIPE_VERSION: &str = "2";
+const RECIPE_VERSION: &str = "3";
 
 /// What one layer is made of, and its key.
 #[derive(Debug, Clone, Serialize, Deserialize)]
