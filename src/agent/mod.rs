@@ -215,14 +215,8 @@ fn apply_steps(
     let config = Config::load(root)?;
     let identity = identity::resolve(root, host, &config)?;
     identity::record(root, &identity)?;
-    println!(
-        "r2a-node: this is {} of cluster {} (role {}), found by {}: {}",
-        identity.node, identity.cluster, identity.role, identity.source, identity.evidence
-    );
-    let node = config
-        .cluster
-        .node(&identity.node)
-        .context("the identified node is in cluster.json")?;
+    println!("r2a-node: {}", identity_line(&identity));
+    let node = identified_node(&config, &identity)?;
     let mut context = Context::new(root, host, &config, node);
     for step in &COMMON_STEPS {
         // Saved before each step, so `status` shows progress while a step runs.
@@ -260,13 +254,10 @@ pub fn firstboot_dry_run(
     let config = Config::load(root)?;
     let identity = identity::resolve(root, host, &config)?;
     println!(
-        "r2a-node: this is {} of cluster {} (role {}), found by {}: {} (dry run: nothing changes)",
-        identity.node, identity.cluster, identity.role, identity.source, identity.evidence
+        "r2a-node: {} (dry run: nothing changes)",
+        identity_line(&identity)
     );
-    let node = config
-        .cluster
-        .node(&identity.node)
-        .context("the identified node is in cluster.json")?;
+    let node = identified_node(&config, &identity)?;
     let mut context = Context::new(root, host, &config, node);
     let mut outcomes = Vec::new();
     for step in &COMMON_STEPS {
@@ -278,6 +269,25 @@ pub fn firstboot_dry_run(
         outcomes.push((step.name, outcome));
     }
     Ok(outcomes)
+}
+
+/// Which node this is and how that was found, as first boot says it.
+fn identity_line(identity: &identity::Identity) -> String {
+    format!(
+        "this is {} of cluster {} (role {}), found by {}: {}",
+        identity.node, identity.cluster, identity.role, identity.source, identity.evidence
+    )
+}
+
+/// The identified node's entry in the cluster file.
+fn identified_node<'c>(
+    config: &'c Config,
+    identity: &identity::Identity,
+) -> anyhow::Result<&'c config::NodeView> {
+    config
+        .cluster
+        .node(&identity.node)
+        .context("the identified node is in cluster.json")
 }
 
 fn run_joins(root: &Root, host: &mut dyn Host, once: bool) -> anyhow::Result<()> {
