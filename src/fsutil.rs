@@ -102,17 +102,6 @@ fn parent_of(path: &Path) -> anyhow::Result<&Path> {
         .with_context(|| format!("{} has no parent folder", path.display()))
 }
 
-/// Copies a whole tree, keeping owners, modes, links, hard links, devices and xattrs
-/// (file capabilities matter: `ping` has one). Reflinks are used where the filesystem has them.
-pub fn copy_tree(from: &Path, to: &Path) -> anyhow::Result<()> {
-    Command::new("cp")
-        .args(["-a", "--reflink=auto", "--"])
-        .arg(from)
-        .arg(to)
-        .run()
-        .with_context(|| format!("copying {} to {}", from.display(), to.display()))
-}
-
 /// Makes `to` a copy of `from` whose files are hard links to the originals: instant, and
 /// safe as long as every later change replaces or unlinks a file instead of writing into
 /// it (which `write_atomic` and `remove_any` do).

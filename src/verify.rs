@@ -23,6 +23,8 @@ pub struct RebuildOptions {
     pub disk_size: Option<u64>,
     /// Where the rebuilds' stages are shown.
     pub progress: Progress,
+    /// The builder's own mount namespace.
+    pub private_mounts: crate::pipeline::PrivateMounts,
 }
 
 /// Checks what is published for the cluster; every problem goes to stderr, one per line,
@@ -114,6 +116,7 @@ fn compare_with_rebuild(
             refresh: false,
             disk_size: options.disk_size,
             locked: false,
+            private_mounts: options.private_mounts,
         };
         pipeline::build(project, &build_options, options.progress)
             .with_context(|| format!("rebuilding the {role} role"))?;

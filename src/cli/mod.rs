@@ -13,7 +13,7 @@ use clap::{Parser, Subcommand};
 use crate::diag::{InvalidInput, UsageError};
 use crate::interrupt::Interrupted;
 use crate::manifest::{Bootstrap, Format};
-use crate::pipeline::{self, BuildOptions};
+use crate::pipeline::{self, BuildOptions, PrivateMounts};
 use crate::progress::{Progress, Verbosity};
 use crate::project::{Project, SecretsMode, find_data_dir};
 
@@ -305,8 +305,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             disk_size,
         } => {
             let rebuild = if rebuild {
+                // Before any thread starts (the kernel's condition).
+                let private_mounts = PrivateMounts::enter()?;
                 crate::interrupt::install()?;
                 Some(crate::verify::RebuildOptions {
+                    private_mounts,
                     cache: absolute_dir(&cache)?,
                     agent: agent_or_sibling(agent)?,
                     disk_size,
@@ -334,10 +337,14 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 formats,
                 bootstrap,
             } = selection;
+            // Before any thread starts (the kernel's condition); a manifest's problems are
+            // still said first.
+            let private_mounts = PrivateMounts::enter();
             crate::interrupt::install()?;
             let project = Project::load(&data()?, &manifest, SecretsMode::Create)?;
             // A role the manifest lacks is refused before any folder is made.
             project.roles_to_build(&roles)?;
+            let private_mounts = private_mounts?;
             let agent = agent_or_sibling(agent)?;
             // Chroot and mount commands get absolute paths, whatever their working folder.
             let (out, cache) = (absolute_dir(&out)?, absolute_dir(&cache)?);
@@ -351,6 +358,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 refresh,
                 disk_size,
                 locked,
+                private_mounts,
             };
             let records = pipeline::build(&project, &options, progress)?;
             for record in records {

@@ -70,6 +70,7 @@ impl BootTools {
     /// its files with [`BootTools::inside`].
     pub fn run(&self, folder: &Path, argv: &[&str], env: &[(&str, &str)]) -> anyhow::Result<()> {
         Chroot::new(&self.tree)
+            .with_read_only_tree()
             .with_isolated_network()
             .with_shared_folder(folder, SHARED)
             .with_env(env)

@@ -35,6 +35,7 @@ pub struct Chroot {
     root: PathBuf,
     apt_archives: Option<PathBuf>,
     isolated_network: bool,
+    read_only: bool,
     shared_folder: Option<(PathBuf, String)>,
     env: Vec<(String, String)>,
 }
@@ -46,6 +47,7 @@ impl Chroot {
             root: root.to_path_buf(),
             apt_archives: None,
             isolated_network: false,
+            read_only: false,
             shared_folder: None,
             env: Vec::new(),
         }
@@ -62,6 +64,14 @@ impl Chroot {
     /// that check a configuration by connecting to its addresses reach nothing outside.
     pub fn with_isolated_network(mut self) -> Self {
         self.isolated_network = true;
+        self
+    }
+
+    /// Shows the tree read-only to the commands (the mounts of `/proc`, `/run`, `/tmp` and
+    /// the shared folder stay writable): a tree whose files are links to a cached layer's
+    /// can then never be written through.
+    pub fn with_read_only_tree(mut self) -> Self {
+        self.read_only = true;
         self
     }
 
@@ -99,6 +109,10 @@ impl Chroot {
         let root = self.root.to_str().context("image tree path is not UTF-8")?;
         let mut script = String::from("set -e\n");
         script.push_str("mount --make-rprivate /\n");
+        if self.read_only {
+            script.push_str("mount --bind \"$R\" \"$R\"\n");
+            script.push_str("mount -o remount,bind,ro \"$R\"\n");
+        }
         script.push_str("mount -t proc proc \"$R/proc\"\n");
         script.push_str("mount -t sysfs sysfs \"$R/sys\"\n");
         script.push_str("mount --rbind /dev \"$R/dev\"\n");

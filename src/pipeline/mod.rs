@@ -8,9 +8,11 @@ mod assemble;
 pub mod boot_tools;
 mod bootstrap;
 pub mod chroot;
+mod draft;
 mod finalize;
 pub mod layer;
 mod locking;
+pub mod mounts;
 mod packages;
 mod publish;
 mod work;
@@ -28,6 +30,7 @@ use crate::overlay::RenderedRole;
 use crate::progress::Progress;
 use crate::project::Project;
 pub use layer::{LayerSpec, LayerStore};
+pub use mounts::PrivateMounts;
 pub use publish::{ArtifactRecord, ClusterIndex, ImageRecord, SeedRecord};
 pub use work::WorkDir;
 
@@ -55,6 +58,8 @@ pub struct BuildOptions {
     pub disk_size: Option<u64>,
     /// Refuse to build unless the sources give exactly what the lock says (`--locked`).
     pub locked: bool,
+    /// The builder's own mount namespace, where layers are drafted on overlay mounts.
+    pub private_mounts: PrivateMounts,
 }
 
 /// Everything one build knows, shared by its stages.
@@ -199,7 +204,7 @@ fn preflight(ctx: &BuildContext<'_>) -> anyhow::Result<()> {
     tools.push(Tool {
         program: "cp",
         package: "coreutils",
-        reason: "copy layer trees",
+        reason: "link layer trees",
     });
     if ctx
         .formats
@@ -227,10 +232,6 @@ fn preflight(ctx: &BuildContext<'_>) -> anyhow::Result<()> {
         });
     }
     require_tools(&tools)?;
-    anyhow::ensure!(
-        rustix::process::geteuid().is_root(),
-        "building images needs root (package installs chown files and make device nodes); run r2a-image build as root"
-    );
     for dir in [
         &ctx.options.cache,
         &ctx.apt_archives,

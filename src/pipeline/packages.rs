@@ -7,6 +7,7 @@ use std::process::Command;
 use anyhow::Context;
 
 use super::chroot::{Chroot, InstallGuard};
+use super::draft::LayerDraft;
 use super::layer::{self, LayerSpec};
 use super::{BuildContext, WorkDir};
 use crate::exec::CommandExt;
@@ -34,7 +35,8 @@ pub fn role_layer(
 }
 
 /// Makes the layer `spec` (the base, `prepare`'s files, then `spec`'s packages) unless
-/// it is cached; `label` names it in the progress display.
+/// it is cached; `label` names it in the progress display. The install runs on a draft
+/// over the base (see [`LayerDraft`]), so the base's files are linked, never copied.
 pub fn package_layer(
     ctx: &BuildContext<'_>,
     base: &LayerSpec,
@@ -56,12 +58,12 @@ pub fn package_layer(
         return Ok(());
     }
     let work = WorkDir::new(&ctx.layers.dir, &format!(".{}-", spec.name))?;
-    let root = work.path().join("rootfs");
+    let tree = work.path().join("rootfs");
     if !ctx.options.refresh
         && let Some(twin) = ctx.layers.twin(spec)?
     {
         // Cached trees are never written into, so hard links share them safely.
-        fsutil::link_tree(&ctx.layers.tree(&twin), &root)?;
+        fsutil::link_tree(&ctx.layers.tree(&twin), &tree)?;
         commit_layer(ctx, work, spec)?;
         stage.finish(&format!(
             "the same packages as the {} layer, shared",
@@ -69,7 +71,12 @@ pub fn package_layer(
         ));
         return Ok(());
     }
-    fsutil::copy_tree(&ctx.layers.tree(base), &root)?;
+    let draft = LayerDraft::mount(
+        &ctx.options.private_mounts,
+        &ctx.layers.tree(base),
+        work.path(),
+    )?;
+    let root = draft.root();
     for file in prepare {
         file.write_into(&root)?;
     }
@@ -84,6 +91,7 @@ pub fn package_layer(
         apt_install(&chroot, &packages, &|line| stage.line(line))?;
         vendor.remove(&root)?;
     }
+    draft.finish(&tree)?;
     commit_layer(ctx, work, spec)?;
     stage.finish(&format!(
         "{} packages",
