@@ -81,10 +81,14 @@ fn an_overlay_change_rebuilds_the_image_but_no_package_layer() {
 fn a_damaged_cached_layer_is_detected_and_built_again() {
     let fx = fixture();
     let _build = fx.lock();
-    let licenses = fx.layer_tree("portal").join("usr/share/common-licenses");
-    let gpl = std::fs::read(licenses.join("GPL-3")).unwrap();
-    std::fs::write(licenses.join("GPL-3"), &gpl[..gpl.len() / 2]).unwrap();
-    std::fs::remove_file(licenses.join("Apache-2.0")).unwrap();
+    // A layer shares the base's files as hard links: damage done inside a shared file
+    // reaches every layer that has it (each then finds it). Here only the portal's layer is
+    // damaged: a file of its own package cut short, one of the base's unlinked.
+    let tree = fx.layer_tree("portal");
+    let copyright = tree.join("usr/share/doc/haproxy/copyright");
+    let text = std::fs::read(&copyright).unwrap();
+    std::fs::write(&copyright, &text[..text.len() / 2]).unwrap();
+    std::fs::remove_file(tree.join("usr/share/common-licenses/Apache-2.0")).unwrap();
 
     // Two builds on the one cache at once (publishing to two folders): one builds the
     // layer again, the other waits for it or finds it built; both succeed. Both are
@@ -135,8 +139,13 @@ fn a_damaged_cached_layer_is_detected_and_built_again() {
         ),
         "--verbose showed no line of apt's: {builder}"
     );
-    assert_eq!(std::fs::read(licenses.join("GPL-3")).unwrap(), gpl);
-    assert!(licenses.join("Apache-2.0").is_file());
+    assert_eq!(std::fs::read(&copyright).unwrap(), text);
+    assert!(tree.join("usr/share/common-licenses/Apache-2.0").is_file());
+    // The damage stayed in the portal's layer: the base and the db layer are still whole.
+    let db = fx.build(&["--role", "db"], None);
+    for stage in ["base layer", "db: package layer"] {
+        assert!(db.hit_cache(stage), "{stage}: {}", db.stderr);
+    }
 
     let again = fx.build(&["--role", "portal"], None);
     assert!(again.status.success(), "{}", again.stderr);
