@@ -5,7 +5,9 @@ use std::io::IsTerminal;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use indicatif::{ProgressBar, ProgressStyle};
+use std::sync::OnceLock;
+
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 
 /// How much a command says while it works (`--quiet`, `--verbose`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -39,7 +41,7 @@ impl Progress {
     pub fn stage(&self, name: impl Into<String>) -> Stage {
         let name = name.into();
         let bar = self.fancy.then(|| {
-            let bar = ProgressBar::new_spinner();
+            let bar = bars().add(ProgressBar::new_spinner());
             bar.set_style(
                 ProgressStyle::with_template(
                     "{spinner:.cyan} {prefix:.bold} {elapsed:>4} {wide_msg}",
@@ -62,6 +64,19 @@ impl Progress {
             items: None,
             done: AtomicU64::new(0),
         }
+    }
+}
+
+/// The terminal's bars: stages that run side by side (package layers) each keep a line.
+fn bars() -> &'static MultiProgress {
+    static BARS: OnceLock<MultiProgress> = OnceLock::new();
+    BARS.get_or_init(MultiProgress::new)
+}
+
+/// Prints a line that stays, above the bars still running.
+fn print_above_bars(line: &str) {
+    if bars().println(line).is_err() {
+        eprintln!("{line}");
     }
 }
 
@@ -144,6 +159,14 @@ impl Stage {
         }
     }
 
+    /// Counts the stage's time from now: it waited for its turn since it was shown.
+    pub fn restart(&mut self) {
+        self.started = Instant::now();
+        if let Some(bar) = &self.bar {
+            bar.reset_elapsed();
+        }
+    }
+
     /// Ends the stage with a note, e.g. "cached" or a size.
     pub fn finish(mut self, note: &str) {
         self.finished = true;
@@ -159,7 +182,8 @@ impl Stage {
         );
         if let Some(bar) = self.bar.take() {
             bar.finish_and_clear();
-            eprintln!("\u{2713} {line}");
+            bars().remove(&bar);
+            print_above_bars(&format!("\u{2713} {line}"));
         } else if self.verbosity != Verbosity::Quiet {
             eprintln!("r2a-image: {line}");
         }
@@ -171,13 +195,18 @@ impl Drop for Stage {
         if self.finished {
             return;
         }
-        if let Some(bar) = self.bar.take() {
-            bar.finish_and_clear();
-        }
-        eprintln!(
+        let line = format!(
             "\u{2717} {} failed after {:.1}s",
             self.name,
             self.started.elapsed().as_secs_f64()
         );
+        match self.bar.take() {
+            Some(bar) => {
+                bar.finish_and_clear();
+                bars().remove(&bar);
+                print_above_bars(&line);
+            }
+            None => eprintln!("{line}"),
+        }
     }
 }

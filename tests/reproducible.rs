@@ -12,7 +12,8 @@ use support::{fixture, run_image_tool};
 /// Two builds of the portal role in every format, and the seeds of every node, give the
 /// same bytes in every file (the tarball, the raw and qcow2 disks, the ISO, the PXE set,
 /// the SBOM, the seeds), the second under another umask, time zone, locale and host name,
-/// with the cache at another path and the package layers made anew; and the portal's
+/// with the cache at another path and the package layers made anew (the first build's
+/// portal layer was made side by side with db's, the second's alone); and the portal's
 /// tarball and SBOM are the same bytes again when db is built in the same run.
 #[test]
 fn two_builds_in_different_environments_give_the_same_bytes() {

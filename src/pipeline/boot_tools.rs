@@ -50,7 +50,12 @@ pub fn boot_tools(ctx: &BuildContext<'_>, base: &LayerSpec) -> anyhow::Result<Op
         return Ok(None);
     }
     let spec = layer::boot_tools_spec(base);
-    packages::package_layer(ctx, base, &spec, &[], "boot tools")?;
+    let wanted = packages::Wanted {
+        spec: spec.clone(),
+        prepare: &[],
+        label: "boot tools".to_string(),
+    };
+    packages::package_layers(ctx, base, &[wanted])?;
     let tree = ctx.layers.tree(&spec);
     let grub_version = crate::sbom::installed(&tree)?
         .into_iter()

@@ -53,8 +53,8 @@ impl Chroot {
         }
     }
 
-    /// Shares a host folder as the tree's `/var/cache/apt/archives`, so every layer
-    /// downloads a package once.
+    /// Shows a host folder as the tree's `/var/cache/apt/archives`: the build's shared
+    /// archive, or a layer's own archive linked from it.
     pub fn with_apt_archives(mut self, dir: &Path) -> Self {
         self.apt_archives = Some(dir.to_path_buf());
         self

@@ -221,8 +221,8 @@ pub const USED_STAMP: &str = "used";
 /// The lock file in the cache folder (see [`CacheLock`]).
 const LOCK_FILE: &str = "lock";
 
-/// An exclusive lock on a cache folder, held while a layer is built: the shared apt
-/// archive and the layer store take one writer at a time. A second build waits for it
+/// An exclusive lock on a cache folder, held while layers are built: the layer store and
+/// the shared apt archive take one build at a time. A second build waits for it
 /// (checking for Ctrl-C while it waits), then looks for the layer again: the first may
 /// have built it. The lock goes with the process, however it ends.
 #[derive(Debug)]

@@ -15,6 +15,7 @@ mod locking;
 pub mod mounts;
 mod packages;
 mod publish;
+mod vendor;
 mod work;
 
 // What writes each artifact from a finished tree.
@@ -103,11 +104,11 @@ pub fn build(
     if boot_tools.is_some() {
         layers.push(layer::boot_tools_spec(&base));
     }
+    let role_layers = packages::role_layers(&ctx, &base, &roles)?;
     let mut staging = publish::Staging::new(&ctx, &base, boot_tools)?;
-    for role in &roles {
+    for (role, layer) in roles.iter().zip(role_layers) {
         crate::interrupt::check()?;
         let overlay = project.render(role)?;
-        let layer = packages::role_layer(&ctx, &base, role)?;
         layers.push(layer.clone());
         if staging.reuse_unchanged(&ctx, &layer, &overlay, role)? {
             continue;

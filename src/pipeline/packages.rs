@@ -1,102 +1,259 @@
-//! Role layers: the base layer plus a role's Debian and vendor packages, cached under
-//! their content key and never rebuilt for an overlay or template change.
+//! Package layers: the base layer plus a role's Debian and vendor packages, cached under
+//! their content key and never rebuilt for an overlay or template change. The layers a
+//! build lacks are made side by side, each on an overlay draft over the base.
 
-use std::path::Path;
-use std::process::Command;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::Context;
 
 use super::chroot::{Chroot, InstallGuard};
 use super::draft::LayerDraft;
-use super::layer::{self, LayerSpec};
+use super::layer::{self, CacheLock, LayerSpec};
+use super::vendor::VendorSetup;
 use super::{BuildContext, WorkDir};
-use crate::exec::CommandExt;
 use crate::fsutil;
-use crate::manifest::Vendor;
+use crate::progress::Stage;
 use crate::role::PrepareFile;
 
-/// Where a local vendor folder is served from inside the tree during the install.
-const LOCAL_REPO: &str = "/var/lib/r2a-vendor-local";
-
-/// Returns a role's package layer, building it from the base unless it is cached.
-pub fn role_layer(
-    ctx: &BuildContext<'_>,
-    base: &LayerSpec,
-    role_name: &str,
-) -> anyhow::Result<LayerSpec> {
-    let role = ctx
-        .project
-        .roles
-        .get(role_name)
-        .with_context(|| format!("unknown role {role_name}"))?;
-    let spec = layer::role_spec(&ctx.project.cluster, base, role)?;
-    package_layer(ctx, base, &spec, &role.prepare, role_name)?;
-    Ok(spec)
+/// A package layer a build needs.
+pub struct Wanted<'a> {
+    /// What the layer is made of.
+    pub spec: LayerSpec,
+    /// The files written before the install.
+    pub prepare: &'a [PrepareFile],
+    /// Its name in the progress display (the role's).
+    pub label: String,
 }
 
-/// Makes the layer `spec` (the base, `prepare`'s files, then `spec`'s packages) unless
-/// it is cached; `label` names it in the progress display. The install runs on a draft
-/// over the base (see [`LayerDraft`]), so the base's files are linked, never copied.
-pub fn package_layer(
+/// Returns the package layer of each of `roles`, in their order, making the missing ones.
+pub fn role_layers(
     ctx: &BuildContext<'_>,
     base: &LayerSpec,
-    spec: &LayerSpec,
-    prepare: &[PrepareFile],
-    label: &str,
-) -> anyhow::Result<()> {
-    let stage = ctx
-        .progress
-        .stage(format!("{label}: package layer {}", &spec.key[..12]));
-    if !ctx.options.refresh && super::layer_is_usable(ctx, spec, &stage)? {
-        stage.finish("cached");
-        return Ok(());
+    roles: &[String],
+) -> anyhow::Result<Vec<LayerSpec>> {
+    let stage = ctx.progress.stage("package layers");
+    let mut wanted = Vec::new();
+    for role_name in roles {
+        let role = ctx
+            .project
+            .roles
+            .get(role_name)
+            .with_context(|| format!("unknown role {role_name}"))?;
+        wanted.push(Wanted {
+            spec: layer::role_spec(&ctx.project.cluster, base, role)?,
+            prepare: &role.prepare,
+            label: role_name.clone(),
+        });
     }
-    let _lock = super::lock_cache(ctx, &stage)?;
-    // Another build may have made the layer while this one waited for the lock.
-    if !ctx.options.refresh && super::layer_is_usable(ctx, spec, &stage)? {
-        stage.finish("cached, built by another build meanwhile");
-        return Ok(());
+    let made = package_layers(ctx, base, &wanted)?;
+    stage.finish(&format!("{made} made, {} roles", roles.len()));
+    Ok(wanted.into_iter().map(|wanted| wanted.spec).collect())
+}
+
+/// Makes the layers of `wanted` that are not cached (or all with `--refresh`); returns
+/// how many it made. Layers of the same packages are made once and shared: a later one
+/// is the first's files linked. The others are made side by side, as many at once as the
+/// machine has cores.
+pub fn package_layers(
+    ctx: &BuildContext<'_>,
+    base: &LayerSpec,
+    wanted: &[Wanted<'_>],
+) -> anyhow::Result<usize> {
+    let refresh = ctx.options.refresh;
+    // Taken before the first change to the store, and held to the end.
+    let mut lock: Option<CacheLock> = None;
+    let mut firsts: BTreeMap<&str, &LayerSpec> = BTreeMap::new();
+    let mut to_make = Vec::new();
+    for want in wanted {
+        if firsts.contains_key(want.spec.key.as_str()) {
+            continue;
+        }
+        firsts.insert(&want.spec.key, &want.spec);
+        let stage = layer_stage(ctx, want);
+        if !refresh && super::layer_is_usable(ctx, &want.spec, &stage)? {
+            stage.finish("cached");
+            continue;
+        }
+        if lock.is_none() {
+            lock = Some(super::lock_cache(ctx, &stage)?);
+            // Another build may have made the layer while this one waited for the lock.
+            if !refresh && super::layer_is_usable(ctx, &want.spec, &stage)? {
+                stage.finish("cached, built by another build meanwhile");
+                continue;
+            }
+        }
+        if !refresh && let Some(twin) = ctx.layers.twin(&want.spec)? {
+            share(ctx, &twin, &want.spec)?;
+            stage.finish(&format!(
+                "the same packages as the {} layer, shared",
+                twin.name
+            ));
+            continue;
+        }
+        to_make.push((want, stage));
     }
-    let work = WorkDir::new(&ctx.layers.dir, &format!(".{}-", spec.name))?;
-    let tree = work.path().join("rootfs");
-    if !ctx.options.refresh
-        && let Some(twin) = ctx.layers.twin(spec)?
-    {
-        // Cached trees are never written into, so hard links share them safely.
-        fsutil::link_tree(&ctx.layers.tree(&twin), &tree)?;
-        commit_layer(ctx, work, spec)?;
+    let made = to_make.len();
+    make_side_by_side(ctx, base, to_make)?;
+    let mut seen = BTreeSet::new();
+    for want in wanted {
+        if seen.insert(want.spec.key.as_str()) {
+            continue;
+        }
+        let stage = layer_stage(ctx, want);
+        if !refresh && super::layer_is_usable(ctx, &want.spec, &stage)? {
+            stage.finish("cached");
+            continue;
+        }
+        if lock.is_none() {
+            lock = Some(super::lock_cache(ctx, &stage)?);
+        }
+        let first = firsts[want.spec.key.as_str()];
+        share(ctx, first, &want.spec)?;
         stage.finish(&format!(
             "the same packages as the {} layer, shared",
-            twin.name
+            first.name
         ));
-        return Ok(());
     }
+    Ok(made)
+}
+
+fn layer_stage(ctx: &BuildContext<'_>, want: &Wanted<'_>) -> Stage {
+    ctx.progress.stage(format!(
+        "{}: package layer {}",
+        want.label,
+        &want.spec.key[..12]
+    ))
+}
+
+/// Makes the layers of `jobs`, as many at once as the machine has cores. After a failure
+/// no other starts; those under way finish, and the first failure is returned.
+fn make_side_by_side(
+    ctx: &BuildContext<'_>,
+    base: &LayerSpec,
+    jobs: Vec<(&Wanted<'_>, Stage)>,
+) -> anyhow::Result<()> {
+    let workers = std::thread::available_parallelism()
+        .map_or(1, usize::from)
+        .min(jobs.len());
+    let queue = Mutex::new(jobs.into_iter());
+    let failed = AtomicBool::new(false);
+    let errors = Mutex::new(Vec::new());
+    std::thread::scope(|scope| {
+        for _ in 0..workers {
+            scope.spawn(|| {
+                while !failed.load(Ordering::Relaxed) {
+                    let Some((want, mut stage)) = queue.lock().expect("no worker panics").next()
+                    else {
+                        break;
+                    };
+                    stage.restart();
+                    match make_layer(ctx, base, want, &stage) {
+                        Ok(()) => stage.finish(&format!(
+                            "{} packages",
+                            want.spec.packages.len() + want.spec.vendor_packages.len()
+                        )),
+                        Err(error) => {
+                            failed.store(true, Ordering::Relaxed);
+                            errors.lock().expect("no worker panics").push(error);
+                        }
+                    }
+                }
+            });
+        }
+    });
+    match errors
+        .into_inner()
+        .expect("no worker panics")
+        .into_iter()
+        .next()
+    {
+        Some(error) => Err(error),
+        None => Ok(()),
+    }
+}
+
+/// Makes one layer: the base, `prepare`'s files, then the packages, installed on a draft
+/// over the base (see [`LayerDraft`]), so the base's files are linked, never copied.
+fn make_layer(
+    ctx: &BuildContext<'_>,
+    base: &LayerSpec,
+    want: &Wanted<'_>,
+    stage: &Stage,
+) -> anyhow::Result<()> {
+    let spec = &want.spec;
+    let work = WorkDir::new(&ctx.layers.dir, &format!(".{}-", spec.name))?;
+    let archive = LayerArchive::open(&ctx.apt_archives, &work.path().join("archives"))?;
     let draft = LayerDraft::mount(
         &ctx.options.private_mounts,
         &ctx.layers.tree(base),
         work.path(),
     )?;
     let root = draft.root();
-    for file in prepare {
+    for file in want.prepare {
         file.write_into(&root)?;
     }
     {
         let _guard = InstallGuard::new(&root)?;
         let vendor = VendorSetup::install(ctx, &root, !spec.vendor_packages.is_empty())?;
         let chroot = Chroot::new(&root)
-            .with_apt_archives(&ctx.apt_archives)
+            .with_apt_archives(&archive.dir)
             .with_source_date_epoch(spec.source_date_epoch);
         let mut packages = spec.packages.clone();
         packages.extend(spec.vendor_packages.iter().cloned());
         apt_install(&chroot, &packages, &|line| stage.line(line))?;
         vendor.remove(&root)?;
     }
-    draft.finish(&tree)?;
-    commit_layer(ctx, work, spec)?;
-    stage.finish(&format!(
-        "{} packages",
-        spec.packages.len() + spec.vendor_packages.len()
-    ));
+    draft.finish(&work.path().join("rootfs"))?;
+    archive.give_back(&ctx.apt_archives)?;
+    commit_layer(ctx, work, spec)
+}
+
+/// Makes the layer `spec` of the same packages as the cached layer `from`: its files
+/// linked (cached trees are never written into, so hard links share them safely).
+fn share(ctx: &BuildContext<'_>, from: &LayerSpec, spec: &LayerSpec) -> anyhow::Result<()> {
+    let work = WorkDir::new(&ctx.layers.dir, &format!(".{}-", spec.name))?;
+    fsutil::link_tree(&ctx.layers.tree(from), &work.path().join("rootfs"))?;
+    commit_layer(ctx, work, spec)
+}
+
+/// A layer's own apt archive for its install: the shared archive's packages linked in
+/// before, what the install downloaded linked back after. Installs side by side then
+/// never wait on apt's lock of one archive (a package two of them lack is fetched by
+/// each), and the shared archive only ever gains whole `.deb` files.
+struct LayerArchive {
+    dir: PathBuf,
+}
+
+impl LayerArchive {
+    fn open(shared: &Path, dir: &Path) -> anyhow::Result<LayerArchive> {
+        std::fs::create_dir_all(dir.join("partial"))
+            .with_context(|| format!("creating {}", dir.display()))?;
+        link_debs(shared, dir)?;
+        Ok(LayerArchive {
+            dir: dir.to_path_buf(),
+        })
+    }
+
+    fn give_back(self, shared: &Path) -> anyhow::Result<()> {
+        link_debs(&self.dir, shared)?;
+        fsutil::remove_tree(&self.dir)
+    }
+}
+
+/// Links each `.deb` of `from` into `to` that `to` lacks.
+fn link_debs(from: &Path, to: &Path) -> anyhow::Result<()> {
+    for deb in layer::debs_in(from)? {
+        let target = to.join(deb.file_name().expect("a .deb file has a name"));
+        match std::fs::hard_link(&deb, &target) {
+            Err(error) if error.kind() != std::io::ErrorKind::AlreadyExists => {
+                return Err(error).with_context(|| format!("linking {}", target.display()));
+            }
+            _ => {}
+        }
+    }
     Ok(())
 }
 
@@ -149,104 +306,4 @@ pub fn commit_layer(ctx: &BuildContext<'_>, work: WorkDir, spec: &LayerSpec) -> 
         .with_context(|| format!("moving the new layer to {}", target.display()))?;
     work.keep();
     ctx.layers.mark_used(spec)
-}
-
-/// Vendor sources added to a tree for one install, and removed after it: credentials and
-/// the local repository never stay in a layer.
-struct VendorSetup {
-    added: Vec<String>,
-}
-
-impl VendorSetup {
-    fn install(ctx: &BuildContext<'_>, root: &Path, needed: bool) -> anyhow::Result<VendorSetup> {
-        let mut added = Vec::new();
-        let Vendor::Sources { apt, local } = &ctx.project.cluster.vendor else {
-            return Ok(VendorSetup { added });
-        };
-        if !needed {
-            return Ok(VendorSetup { added });
-        }
-        for repo in apt {
-            let key = format!("/etc/apt/keyrings/r2a-{}.gpg", repo.name);
-            write_in(root, &key, &std::fs::read(&repo.signing_key)?, 0o644)?;
-            let sources = format!(
-                "Types: deb\nURIs: {}\nSuites: {}\nComponents: {}\nSigned-By: {key}\n",
-                repo.uri,
-                repo.suite,
-                repo.components.join(" ")
-            );
-            write_in(
-                root,
-                &format!("/etc/apt/sources.list.d/r2a-{}.sources", repo.name),
-                sources.as_bytes(),
-                0o644,
-            )?;
-            if let (Some(user_env), Some(password_env)) = (&repo.username_env, &repo.password_env) {
-                let user = std::env::var(user_env).with_context(|| {
-                    format!("the vendor repository {} needs ${user_env}", repo.name)
-                })?;
-                let password = std::env::var(password_env).with_context(|| {
-                    format!("the vendor repository {} needs ${password_env}", repo.name)
-                })?;
-                let host = repo
-                    .uri
-                    .split("://")
-                    .nth(1)
-                    .unwrap_or(&repo.uri)
-                    .trim_end_matches('/');
-                let auth = format!("/etc/apt/auth.conf.d/r2a-{}.conf", repo.name);
-                write_in(
-                    root,
-                    &auth,
-                    format!("machine {host} login {user} password {password}\n").as_bytes(),
-                    0o600,
-                )?;
-                added.push(auth);
-            }
-        }
-        if !local.is_empty() {
-            let repo = root.join(LOCAL_REPO.trim_start_matches('/'));
-            std::fs::create_dir_all(&repo)?;
-            for folder in local {
-                for deb in layer::debs_in(folder)? {
-                    std::fs::copy(
-                        &deb,
-                        repo.join(deb.file_name().expect("a .deb file has a name")),
-                    )?;
-                }
-            }
-            let index = Command::new("apt-ftparchive")
-                .arg("packages")
-                .arg(".")
-                .current_dir(&repo)
-                .output_text()?;
-            std::fs::write(repo.join("Packages"), index)?;
-            let list = format!("deb [trusted=yes] file:{LOCAL_REPO} ./\n");
-            write_in(
-                root,
-                "/etc/apt/sources.list.d/r2a-vendor-local.list",
-                list.as_bytes(),
-                0o644,
-            )?;
-            added.push(LOCAL_REPO.to_string());
-            added.push("/etc/apt/sources.list.d/r2a-vendor-local.list".to_string());
-        }
-        Ok(VendorSetup { added })
-    }
-
-    fn remove(self, root: &Path) -> anyhow::Result<()> {
-        for path in &self.added {
-            let path = root.join(path.trim_start_matches('/'));
-            if path.symlink_metadata().is_ok() {
-                fsutil::remove_any(&path)?;
-            }
-        }
-        Ok(())
-    }
-}
-
-fn write_in(root: &Path, path: &str, content: &[u8], mode: u32) -> anyhow::Result<()> {
-    let path = root.join(path.trim_start_matches('/'));
-    std::fs::create_dir_all(path.parent().expect("absolute paths have a parent"))?;
-    fsutil::write_atomic(&path, content, mode)
 }
