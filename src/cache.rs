@@ -4,7 +4,7 @@
 //! build used. A layer's last use is the time of its `used` stamp, which every build that
 //! makes or reuses it renews. The layers a given manifest uses are never removed.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
@@ -34,6 +34,9 @@ pub const GZIP_MEMBERS: &str = "gzip-members";
 pub struct CacheReport {
     /// The layers, most recently used first.
     pub layers: Vec<LayerEntry>,
+    /// Bytes the layers take on disk: a file layers share as hard links (a role layer has
+    /// the base's files) counts once.
+    pub layers_on_disk: u64,
     /// Bytes of the gzip member cache.
     pub gzip_members: u64,
     /// Bytes of the shared apt archive.
@@ -62,6 +65,8 @@ pub fn status(cache: &Path, in_use: &BTreeSet<String>) -> anyhow::Result<CacheRe
     let store = LayerStore::new(cache);
     let mut layers = Vec::new();
     let mut unfinished = Vec::new();
+    let mut seen = HashSet::new();
+    let mut layers_on_disk = 0;
     if store.dir.is_dir() {
         for entry in std::fs::read_dir(&store.dir)
             .with_context(|| format!("reading {}", store.dir.display()))?
@@ -86,10 +91,12 @@ pub fn status(cache: &Path, in_use: &BTreeSet<String>) -> anyhow::Result<CacheRe
                 .or_else(|_| std::fs::metadata(&record))
                 .and_then(|metadata| metadata.modified())
                 .with_context(|| format!("reading the last use of {}", path.display()))?;
+            let (bytes, not_seen_before) = bytes_under(&path, &mut seen)?;
+            layers_on_disk += not_seen_before;
             layers.push(LayerEntry {
                 in_use: in_use.contains(&folder) && layer::folder_name(&spec) == folder,
                 folder,
-                bytes: bytes_under(&path)?,
+                bytes,
                 last_used: used,
             });
         }
@@ -98,8 +105,13 @@ pub fn status(cache: &Path, in_use: &BTreeSet<String>) -> anyhow::Result<CacheRe
     unfinished.sort();
     Ok(CacheReport {
         layers,
-        gzip_members: bytes_under(&cache.join(GZIP_MEMBERS))?,
-        apt_archive: bytes_under(&cache.join(crate::pipeline::APT_ARCHIVES_DIR))?,
+        layers_on_disk,
+        gzip_members: bytes_under(&cache.join(GZIP_MEMBERS), &mut HashSet::new())?.0,
+        apt_archive: bytes_under(
+            &cache.join(crate::pipeline::APT_ARCHIVES_DIR),
+            &mut HashSet::new(),
+        )?
+        .0,
         unfinished,
     })
 }
@@ -188,7 +200,12 @@ impl CacheReport {
             text.push('\n');
         }
         let layers: u64 = self.layers.iter().map(|entry| entry.bytes).sum();
-        text.push_str(&format!("{:<36} {:>10}\n", "layers in all", size(layers)));
+        text.push_str(&format!(
+            "{:<36} {:>10}  ({} on disk: layers share the files they have in common)\n",
+            "layers in all",
+            size(layers),
+            size(self.layers_on_disk)
+        ));
         text.push_str(&format!(
             "{:<36} {:>10}\n",
             "gzip members",
@@ -220,19 +237,25 @@ fn utc_minute(at: SystemTime) -> String {
     )
 }
 
-/// Bytes of the files under `path` (0 when it does not exist); links count as themselves.
-fn bytes_under(path: &Path) -> anyhow::Result<u64> {
+/// Bytes of the files under `path` (0 when it does not exist; links count as themselves),
+/// and of those among them whose inode `seen` did not hold yet (it holds them now).
+fn bytes_under(path: &Path, seen: &mut HashSet<(u64, u64)>) -> anyhow::Result<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
     if !path.exists() {
-        return Ok(0);
+        return Ok((0, 0));
     }
-    let mut bytes = 0;
+    let (mut bytes, mut not_seen_before) = (0, 0);
     for entry in walkdir::WalkDir::new(path) {
         let entry = entry.with_context(|| format!("reading {}", path.display()))?;
         if !entry.file_type().is_dir() {
-            bytes += entry.metadata()?.len();
+            let metadata = entry.metadata()?;
+            bytes += metadata.len();
+            if seen.insert((metadata.dev(), metadata.ino())) {
+                not_seen_before += metadata.len();
+            }
         }
     }
-    Ok(bytes)
+    Ok((bytes, not_seen_before))
 }
 
 /// `r2a-image cache`'s actions.
@@ -360,6 +383,17 @@ mod tests {
         layer("base-1111111111111111", "base", &key('1'), 10);
         layer("db-2222222222222222", "db", &key('2'), 1);
         layer("db-3333333333333333", "db", &key('3'), 60);
+        // A layer made on the base has the base's files as hard links.
+        let shared = cache
+            .path()
+            .join("layers/db-2222222222222222/rootfs/etc/from-base");
+        std::fs::hard_link(
+            cache
+                .path()
+                .join("layers/base-1111111111111111/rootfs/etc/file"),
+            &shared,
+        )
+        .unwrap();
         std::fs::create_dir_all(cache.path().join("layers/.db-x1")).unwrap();
         std::fs::create_dir_all(cache.path().join("apt-archives")).unwrap();
         std::fs::write(cache.path().join("apt-archives/a.deb"), vec![0u8; 300]).unwrap();
@@ -380,6 +414,8 @@ mod tests {
             ]
         );
         assert!(report.layers.iter().all(|e| e.bytes > 1000), "{report:?}");
+        let apparent: u64 = report.layers.iter().map(|e| e.bytes).sum();
+        assert_eq!(apparent - report.layers_on_disk, 1000, "{report:?}");
         assert_eq!((report.apt_archive, report.gzip_members), (300, 0));
         assert_eq!(report.unfinished, [".db-x1"]);
         let text = report.to_text();
