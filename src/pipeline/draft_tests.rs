@@ -49,6 +49,10 @@ fn whiteout(path: &Path) {
     .unwrap();
 }
 
+fn set_xattr(path: &Path, name: &str, value: &[u8]) {
+    rustix::fs::lsetxattr(path, name, value, rustix::fs::XattrFlags::empty()).unwrap();
+}
+
 fn read(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap()
 }
@@ -67,31 +71,17 @@ fn merging_an_upper_folder_applies_every_change_and_leaves_the_parent_alone() {
     let upper = scratch.path().join("upper");
     std::fs::create_dir_all(upper.join("etc")).unwrap();
     std::fs::set_permissions(upper.join("etc"), std::fs::Permissions::from_mode(0o750)).unwrap();
-    rustix::fs::lsetxattr(
-        upper.join("etc"),
-        "trusted.overlay.impure",
-        b"y",
-        rustix::fs::XattrFlags::empty(),
-    )
-    .unwrap();
+    set_xattr(&upper.join("etc"), "trusted.overlay.impure", b"y");
     whiteout(&upper.join("etc/removed"));
     write(&upper.join("etc/changed"), "after");
     write(&upper.join("etc/new"), "new");
-    rustix::fs::lsetxattr(
-        upper.join("etc/changed"),
+    set_xattr(
+        &upper.join("etc/changed"),
         "trusted.overlay.origin",
         b"\x00handle",
-        rustix::fs::XattrFlags::empty(),
-    )
-    .unwrap();
+    );
     std::fs::create_dir_all(upper.join("opt/old")).unwrap();
-    rustix::fs::lsetxattr(
-        upper.join("opt/old"),
-        OPAQUE_XATTR,
-        b"y",
-        rustix::fs::XattrFlags::empty(),
-    )
-    .unwrap();
+    set_xattr(&upper.join("opt/old"), OPAQUE_XATTR, b"y");
     write(&upper.join("opt/old/fresh"), "fresh");
     write(&upper.join("srv/inside"), "inside");
     std::fs::create_dir_all(upper.join("var")).unwrap();

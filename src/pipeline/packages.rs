@@ -2,7 +2,7 @@
 //! their content key and never rebuilt for an overlay or template change. The layers a
 //! build lacks are made side by side, each on an overlay draft over the base.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -65,16 +65,15 @@ pub fn package_layers(
     let refresh = ctx.options.refresh;
     // Taken before the first change to the store, and held to the end.
     let mut lock: Option<CacheLock> = None;
+    // By key, the first layer of the build with those packages: later ones share it.
     let mut firsts: BTreeMap<&str, &LayerSpec> = BTreeMap::new();
-    let mut to_make = Vec::new();
+    let (mut to_make, mut to_share) = (Vec::new(), Vec::new());
     for want in wanted {
-        if firsts.contains_key(want.spec.key.as_str()) {
-            continue;
-        }
-        firsts.insert(&want.spec.key, &want.spec);
+        let key = want.spec.key.as_str();
         let stage = layer_stage(ctx, want);
         if !refresh && super::layer_is_usable(ctx, &want.spec, &stage)? {
             stage.finish("cached");
+            firsts.entry(key).or_insert(&want.spec);
             continue;
         }
         if lock.is_none() {
@@ -82,39 +81,29 @@ pub fn package_layers(
             // Another build may have made the layer while this one waited for the lock.
             if !refresh && super::layer_is_usable(ctx, &want.spec, &stage)? {
                 stage.finish("cached, built by another build meanwhile");
+                firsts.entry(key).or_insert(&want.spec);
                 continue;
             }
         }
+        if let Some(first) = firsts.get(key) {
+            to_share.push((want, stage, (*first).clone()));
+            continue;
+        }
+        firsts.insert(key, &want.spec);
         if !refresh && let Some(twin) = ctx.layers.twin(&want.spec)? {
-            share(ctx, &twin, &want.spec)?;
-            stage.finish(&format!(
-                "the same packages as the {} layer, shared",
-                twin.name
-            ));
+            to_share.push((want, stage, twin));
             continue;
         }
         to_make.push((want, stage));
     }
     let made = to_make.len();
     make_side_by_side(ctx, base, to_make)?;
-    let mut seen = BTreeSet::new();
-    for want in wanted {
-        if seen.insert(want.spec.key.as_str()) {
-            continue;
-        }
-        let stage = layer_stage(ctx, want);
-        if !refresh && super::layer_is_usable(ctx, &want.spec, &stage)? {
-            stage.finish("cached");
-            continue;
-        }
-        if lock.is_none() {
-            lock = Some(super::lock_cache(ctx, &stage)?);
-        }
-        let first = firsts[want.spec.key.as_str()];
-        share(ctx, first, &want.spec)?;
+    for (want, mut stage, from) in to_share {
+        stage.restart();
+        share(ctx, &from, &want.spec)?;
         stage.finish(&format!(
             "the same packages as the {} layer, shared",
-            first.name
+            from.name
         ));
     }
     Ok(made)
