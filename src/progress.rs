@@ -2,10 +2,9 @@
 //! timestamped lines otherwise (CI logs, pipes).
 
 use std::io::IsTerminal;
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
-
-use std::sync::OnceLock;
 
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 
@@ -73,8 +72,11 @@ fn bars() -> &'static MultiProgress {
     BARS.get_or_init(MultiProgress::new)
 }
 
-/// Prints a line that stays, above the bars still running.
-fn print_above_bars(line: &str) {
+/// Takes a finished stage's bar away and prints the line that stays in its place, above
+/// the bars still running.
+fn retire(bar: ProgressBar, line: &str) {
+    bar.finish_and_clear();
+    bars().remove(&bar);
     if bars().println(line).is_err() {
         eprintln!("{line}");
     }
@@ -181,9 +183,7 @@ impl Stage {
             }
         );
         if let Some(bar) = self.bar.take() {
-            bar.finish_and_clear();
-            bars().remove(&bar);
-            print_above_bars(&format!("\u{2713} {line}"));
+            retire(bar, &format!("\u{2713} {line}"));
         } else if self.verbosity != Verbosity::Quiet {
             eprintln!("r2a-image: {line}");
         }
@@ -201,11 +201,7 @@ impl Drop for Stage {
             self.started.elapsed().as_secs_f64()
         );
         match self.bar.take() {
-            Some(bar) => {
-                bar.finish_and_clear();
-                bars().remove(&bar);
-                print_above_bars(&line);
-            }
+            Some(bar) => retire(bar, &line),
             None => eprintln!("{line}"),
         }
     }

@@ -49,14 +49,13 @@ pub fn boot_tools(ctx: &BuildContext<'_>, base: &LayerSpec) -> anyhow::Result<Op
     if !needed(&ctx.formats) {
         return Ok(None);
     }
-    let spec = layer::boot_tools_spec(base);
     let wanted = packages::Wanted {
-        spec: spec.clone(),
+        spec: layer::boot_tools_spec(base),
         prepare: &[],
         label: "boot tools".to_string(),
     };
-    packages::package_layers(ctx, base, &[wanted])?;
-    let tree = ctx.layers.tree(&spec);
+    packages::package_layers(ctx, base, std::slice::from_ref(&wanted))?;
+    let tree = ctx.layers.tree(&wanted.spec);
     let grub_version = crate::sbom::installed(&tree)?
         .into_iter()
         .find(|package| package.name == "grub-common")

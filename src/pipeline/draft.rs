@@ -66,16 +66,15 @@ impl LayerDraft {
     }
 
     /// Unmounts the draft and makes the layer's tree at `tree` (which must not exist): the
-    /// parent's files linked, the changes moved in. Returns how many changes it merged.
-    pub fn finish(self, tree: &Path) -> anyhow::Result<usize> {
+    /// parent's files linked, the changes moved in.
+    pub fn finish(self, tree: &Path) -> anyhow::Result<()> {
         self.mount.unmount()?;
         fsutil::link_tree(&self.parent, tree)?;
-        let upper = self.folder.join(UPPER);
-        let merged = merge_changes(&upper, tree)?;
+        merge_changes(&self.folder.join(UPPER), tree)?;
         for name in [UPPER, SCRATCH, MERGED] {
             fsutil::remove_tree(&self.folder.join(name))?;
         }
-        Ok(merged)
+        Ok(())
     }
 }
 

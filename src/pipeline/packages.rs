@@ -5,7 +5,6 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::Context;
 
@@ -128,12 +127,11 @@ fn make_side_by_side(
         .map_or(1, usize::from)
         .min(jobs.len());
     let queue = Mutex::new(jobs.into_iter());
-    let failed = AtomicBool::new(false);
     let errors = Mutex::new(Vec::new());
     std::thread::scope(|scope| {
         for _ in 0..workers {
             scope.spawn(|| {
-                while !failed.load(Ordering::Relaxed) {
+                while errors.lock().expect("no worker panics").is_empty() {
                     let Some((want, mut stage)) = queue.lock().expect("no worker panics").next()
                     else {
                         break;
@@ -144,10 +142,7 @@ fn make_side_by_side(
                             "{} packages",
                             want.spec.packages.len() + want.spec.vendor_packages.len()
                         )),
-                        Err(error) => {
-                            failed.store(true, Ordering::Relaxed);
-                            errors.lock().expect("no worker panics").push(error);
-                        }
+                        Err(error) => errors.lock().expect("no worker panics").push(error),
                     }
                 }
             });
