@@ -131,6 +131,9 @@ pub fn to_remove(layers: &[LayerEntry], keep: usize) -> Vec<&LayerEntry> {
 pub struct Pruned {
     /// The layers removed.
     pub layers: Vec<LayerEntry>,
+    /// The bytes their removal freed on disk: a file a removed layer shares with one that
+    /// stays is not freed.
+    pub layers_freed: u64,
     /// How many gzip members were removed, and their bytes.
     pub members: (usize, u64),
 }
@@ -154,6 +157,11 @@ pub fn prune(cache: &Path, in_use: &BTreeSet<String>, keep: usize) -> anyhow::Re
         .map(|entry| entry.last_used)
         .min();
     pruned.members = prune_members(&cache.join(GZIP_MEMBERS), oldest_kept)?;
+    if !pruned.layers.is_empty() {
+        pruned.layers_freed = report
+            .layers_on_disk
+            .saturating_sub(status(cache, in_use)?.layers_on_disk);
+    }
     Ok(pruned)
 }
 
@@ -307,7 +315,6 @@ pub fn run(data: &Path, action: CacheAction) -> anyhow::Result<()> {
             keep,
         } => {
             let pruned = prune(&cache, &in_use(manifest)?, keep)?;
-            let freed: u64 = pruned.layers.iter().map(|entry| entry.bytes).sum();
             for entry in &pruned.layers {
                 println!("removed {}", entry.folder);
             }
@@ -315,7 +322,7 @@ pub fn run(data: &Path, action: CacheAction) -> anyhow::Result<()> {
             println!(
                 "{} layer(s) removed, {} freed; {members} gzip member(s) no kept build used, {}",
                 pruned.layers.len(),
-                bytesize::ByteSize(freed).display().iec(),
+                bytesize::ByteSize(pruned.layers_freed).display().iec(),
                 bytesize::ByteSize(member_bytes).display().iec()
             );
         }
@@ -447,5 +454,12 @@ mod tests {
             cache.path().join("layers/.db-x1").exists(),
             "work folders stay"
         );
+        assert_eq!(pruned.layers_freed, removed[0].bytes);
+
+        // The db layer shares a file with the base, which stays: that file is not freed.
+        let pruned = prune(cache.path(), &in_use, 0).unwrap();
+        assert_eq!(pruned.layers.len(), 1);
+        assert_eq!(pruned.layers[0].folder, "db-2222222222222222");
+        assert_eq!(pruned.layers_freed, pruned.layers[0].bytes - 1000);
     }
 }

@@ -198,7 +198,7 @@ impl<'t> RoleOutputs<'t> {
         let path =
             artifact.map_or_else(|| self.tree.work.path().join("disk.raw"), Path::to_path_buf);
         let layout =
-            DiskLayout::for_tree(disk::allocated_size(&self.tree.root), ctx.options.disk_size)?;
+            DiskLayout::for_tree(disk::content_size(&self.tree.root)?, ctx.options.disk_size)?;
         let ids = DiskIds::derive(&self.key);
         let grub_work = self.work_folder("grub")?;
         let images = grub::core_images(self.boot_tools()?, &grub_work, &ids.esp_uuid())?;
