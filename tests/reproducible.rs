@@ -104,7 +104,15 @@ fn two_builds_in_different_environments_give_the_same_bytes() {
         .map(|(a, _)| a.0.as_str())
         .collect();
     assert_eq!(one.len(), two.len(), "{one:?}\n{two:?}");
-    assert!(differ.is_empty(), "these differ: {differ:?}");
+    let cluster = |out: &Path| out.join("r2a-test");
+    assert!(
+        differ.is_empty(),
+        "these differ: {differ:?}\n{}",
+        differ
+            .iter()
+            .map(|name| wherein(&cluster(first.path()), &cluster(second.path()), name))
+            .collect::<String>()
+    );
     // Built beside another role, in other formats, the portal's tarball and SBOM are the
     // same bytes: what a role's artifacts hold depends on that role's inputs only.
     let beside_db = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
@@ -219,4 +227,49 @@ fn verify_rebuild_names_the_changed_file(fx: &support::Fixture, out: &Path) {
         Vec::<std::ffi::OsString>::new(),
         "the rebuild's folder is left"
     );
+}
+
+/// Where the file `name` differs between the two folders: the tarball's entries (header
+/// and content) and the SBOM's lines, the first 20 of each; other files' sizes.
+fn wherein(one: &Path, two: &Path, name: &str) -> String {
+    let parts = |folder: &Path| -> Vec<String> {
+        let path = folder.join(name);
+        if name.ends_with("rootfs.tar.gz") {
+            let file = std::fs::File::open(&path).unwrap();
+            let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(file));
+            archive
+                .entries()
+                .unwrap()
+                .map(|entry| {
+                    let mut entry = entry.unwrap();
+                    let header = format!("{:?}", entry.header());
+                    let mut content = Vec::new();
+                    std::io::Read::read_to_end(&mut entry, &mut content).unwrap();
+                    format!("{header} {}", r2a::hash::sha256_hex(&content))
+                })
+                .collect()
+        } else if name.ends_with(".json") {
+            std::fs::read_to_string(&path)
+                .unwrap()
+                .lines()
+                .map(str::to_string)
+                .collect()
+        } else {
+            vec![format!("{} bytes", std::fs::metadata(&path).unwrap().len())]
+        }
+    };
+    let (a, b) = (parts(one), parts(two));
+    let only = |x: &[String], y: &[String]| -> Vec<String> {
+        let y: std::collections::HashSet<&String> = y.iter().collect();
+        x.iter()
+            .filter(|part| !y.contains(part))
+            .take(20)
+            .cloned()
+            .collect()
+    };
+    format!(
+        "{name}: only in the first: {:#?}\nonly in the second: {:#?}\n",
+        only(&a, &b),
+        only(&b, &a)
+    )
 }
