@@ -236,7 +236,7 @@ fn wherein(one: &Path, two: &Path, name: &str) -> String {
         let path = folder.join(name);
         if name.ends_with("rootfs.tar.gz") {
             let file = std::fs::File::open(&path).unwrap();
-            let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(file));
+            let mut archive = tar::Archive::new(flate2::read::MultiGzDecoder::new(file));
             archive
                 .entries()
                 .unwrap()
