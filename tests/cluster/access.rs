@@ -9,7 +9,8 @@ use r2a::cluster::Harness;
 use crate::support::db_cluster::*;
 
 /// etcd (client and peer ports), Patroni's REST API and PostgreSQL refuse what is not
-/// TLS with the cluster's certificates.
+/// TLS with the cluster's certificates; Patroni's API takes a change only with its
+/// password.
 pub fn tls_is_required_everywhere(h: &Harness) {
     let db1 = address_of(h, "db1");
     let stranger = rcgen::generate_simple_self_signed(vec!["intruder".to_string()]).unwrap();
@@ -72,6 +73,20 @@ pub fn tls_is_required_everywhere(h: &Harness) {
         &format!("{curl} {ca} https://{db1}:8008/patroni"),
     );
     assert!(https.contains("\"state\""), "{https}");
+    // Its reads are open (HAProxy's checks), its changes want the password: none or a
+    // wrong one is refused; db2 reads it from its own Patroni config, and db1 takes it.
+    let reload = |credentials: &str| {
+        format!(
+            "{curl} {ca} {credentials} --output /dev/null --write-out '%{{http_code}}' \
+             --request POST https://{db1}:8008/reload"
+        )
+    };
+    assert_eq!(ok(h, "portal1", &reload("")), "401");
+    assert_eq!(ok(h, "portal1", &reload("--user patroni:wrong")), "401");
+    let password = "$(python3 -c 'import yaml; print(yaml.safe_load(open(\"/etc/patroni/config.yml\"))\
+                    [\"restapi\"][\"authentication\"][\"password\"])')";
+    let accepted = ok(h, "db2", &reload(&format!("--user \"patroni:{password}\"")));
+    assert_eq!(accepted, "202");
     // PostgreSQL: no plain connection from the network; TLS with the server verified.
     let direct = |sslmode: &str| {
         format!(
