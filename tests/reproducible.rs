@@ -59,9 +59,10 @@ fn two_builds_in_different_environments_give_the_same_bytes() {
             &["--refresh"],
         );
     }
+    let cluster = |out: &Path| out.join("r2a-test");
     // The portal's artifacts and every node's seed, by path under out/<cluster>/.
     let files = |out: &Path| -> Vec<(String, String)> {
-        let cluster = out.join("r2a-test");
+        let cluster = cluster(out);
         let mut files: Vec<(String, String)> = ["portal", "seeds"]
             .iter()
             .flat_map(|folder| walkdir::WalkDir::new(cluster.join(folder)))
@@ -104,7 +105,6 @@ fn two_builds_in_different_environments_give_the_same_bytes() {
         .map(|(a, _)| a.0.as_str())
         .collect();
     assert_eq!(one.len(), two.len(), "{one:?}\n{two:?}");
-    let cluster = |out: &Path| out.join("r2a-test");
     assert!(
         differ.is_empty(),
         "these differ: {differ:?}\n{}",
@@ -128,8 +128,8 @@ fn two_builds_in_different_environments_give_the_same_bytes() {
     );
     for file in ["portal/rootfs.tar.gz", "portal/sbom.spdx.json"] {
         let (alone, beside) = (
-            first.path().join("r2a-test").join(file),
-            beside_db.path().join("r2a-test").join(file),
+            cluster(first.path()).join(file),
+            cluster(beside_db.path()).join(file),
         );
         assert_eq!(
             r2a::hash::sha256_file(&alone).unwrap(),
